@@ -1,0 +1,1 @@
+"""relrec.model"""
