@@ -1,0 +1,212 @@
+"""The ``relrec`` command line: prepare → embed → train → evaluate → export / recommend.
+
+Every command takes ``--config FILE.toml`` (a :class:`relrec.config.RunConfig`); options given
+on the command line override single fields. Errors in the user's input print one line and
+exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relrec.config import RunConfig
+from relrec.errors import RelrecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Related-item lists balancing engagement, relevance and popularity.")
+console = Console()
+error_console = Console(stderr=True)
+
+ConfigOption = typer.Option(None, "--config", help="TOML file with a RunConfig")
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="show progress bars")
+
+
+def user_errors(command):
+    """Turn errors in the user's input into one line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (RelrecError, FileNotFoundError, ValueError, KeyError) as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            error_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def load_config(path: Optional[Path], run_dir: Optional[Path] = None) -> RunConfig:
+    if path is not None:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            return RunConfig.from_toml(path)
+        except Exception as error:  # tomllib / pydantic errors: name the file
+            raise ValueError(f"{path}: invalid config: {error}".replace("\n", " ")) from None
+    if run_dir is not None and (run_dir / "manifest.json").exists():
+        from relrec.manifest import read_manifest
+
+        return RunConfig.model_validate(read_manifest(run_dir)["config"])
+    return RunConfig()
+
+
+def _set(section, **values):
+    """Apply command-line overrides that were given (not None) to a config section."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(section, name, value)
+
+
+@app.command()
+@user_errors
+def prepare(
+    out: Path = typer.Option(..., "--out", help="run directory to create"),
+    interactions: Optional[Path] = typer.Option(None, help="interactions CSV/Parquet/JSONL"),
+    items: Optional[Path] = typer.Option(None, help="items CSV/Parquet/JSONL"),
+    movielens: Optional[Path] = typer.Option(None, help="a MovieLens directory"),
+    images: Optional[Path] = typer.Option(None, help="folder of <item_id>.jpg posters"),
+    session_gap: Optional[int] = typer.Option(None, help="seconds (default 1800)"),
+    window: Optional[int] = typer.Option(None, help="following groups paired (default 3)"),
+    valid_fraction: Optional[float] = typer.Option(None),
+    test_fraction: Optional[float] = typer.Option(None),
+    config_path: Optional[Path] = ConfigOption,
+):
+    """Ingest and validate data, build sessions, pairs and the time split."""
+    from relrec.data.prepare import prepare_run
+
+    config = load_config(config_path)
+    _set(config.prepare, session_gap_seconds=session_gap, window=window,
+         valid_fraction=valid_fraction, test_fraction=test_fraction)
+    config = RunConfig.model_validate(config.model_dump())
+    with console.status("preparing"):
+        manifest = prepare_run(out, config, interactions=interactions, items=items,
+                               movielens=movielens, images=images)
+    rejected = manifest["rejected"]
+    console.print(f"[green]prepared[/green] {out}: {manifest['rows']['items']} items, "
+                  f"{manifest['rows']['interactions']} interactions, "
+                  f"{manifest['pairs']['train_pairs_total']} training pairs, "
+                  f"{manifest['pairs']['test_pairs']} test pairs "
+                  f"({manifest['pairs']['test_pairs_cold']} cold)")
+    if rejected:
+        console.print(f"rejected rows: {rejected} (details in {out}/data/rejected_rows.csv)")
+
+
+@app.command()
+@user_errors
+def embed(run_dir: Path = typer.Argument(...),
+          modality: list[str] = typer.Option(["text", "visual"], help="text and/or visual"),
+          force: bool = typer.Option(False, help="recompute even if present"),
+          config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
+    """Compute item content embeddings (cached by content hash and model)."""
+    from relrec.content.stage import ensure_content
+    from relrec.run import RunData
+
+    config = load_config(config_path, run_dir)
+    notes: dict = {}
+    available = ensure_content(RunData(run_dir), list(modality), config.content,
+                               progress=progress, notes=notes, force=force)
+    console.print(f"content: {available}  notes: {notes}")
+
+
+@app.command()
+@user_errors
+def train(run_dir: Path = typer.Argument(...),
+          preset: Optional[str] = typer.Option(None, help="cf, mtl, full, balanced, mtmh"),
+          epochs: Optional[int] = typer.Option(None, help="max epochs"),
+          batch_size: Optional[int] = typer.Option(None),
+          temperature: Optional[float] = typer.Option(None),
+          seed: Optional[int] = typer.Option(None),
+          w_sem: Optional[float] = typer.Option(None, help="semantic weight (w_co = 1)"),
+          logq: Optional[bool] = typer.Option(None, "--logq/--no-logq"),
+          opc: Optional[bool] = typer.Option(None, "--opc/--no-opc"),
+          config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
+    """Train the two-tower model of a preset; resumes from a checkpoint after a kill."""
+    from relrec.train.pipeline import train_run
+    from relrec.train.presets import resolve_train_config
+
+    config = load_config(config_path, run_dir)
+    overrides = {k: v for k, v in {"max_epochs": epochs, "batch_size": batch_size,
+                                   "temperature": temperature, "seed": seed, "w_sem": w_sem,
+                                   "logq_correction": logq, "opc": opc}.items() if v is not None}
+    config.train = resolve_train_config(config.train, preset, overrides)
+    summary = train_run(run_dir, config, progress=progress)
+    console.print(f"[green]trained[/green] preset {config.train.preset}: best epoch "
+                  f"{summary['best_epoch']}, validation recall@{summary['early_stopping_k']} "
+                  f"{summary['best_valid_recall']:.4f} ({summary['seconds']:.0f}s)")
+
+
+@app.command()
+@user_errors
+def evaluate(run_dir: Path = typer.Argument(...),
+             as_json: bool = typer.Option(False, "--json", help="print JSON"),
+             split: str = typer.Option("test", help="test or valid"),
+             peers: bool = typer.Option(True, "--peers/--no-peers",
+                                        help="also score popularity and co-visitation"),
+             bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
+             config_path: Optional[Path] = ConfigOption):
+    """Offline metrics with 95% bootstrap intervals, against reference systems."""
+    from relrec.evaluate.runner import run_evaluation
+
+    config = load_config(config_path, run_dir)
+    if bootstrap is not None:
+        config.evaluate.n_bootstrap = bootstrap
+    result = run_evaluation(run_dir, config.evaluate, split=split, include_peers=peers)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    from relrec.evaluate.runner import metrics_table
+
+    console.print(metrics_table(result))
+
+
+@app.command()
+@user_errors
+def export(run_dir: Path = typer.Argument(...),
+           out: Path = typer.Option(..., "--out", help="Parquet file to write"),
+           k: int = typer.Option(100, "--k", min=1, max=10000),
+           progress: bool = ProgressOption):
+    """Write every item's top-K related list: trigger, item, rank, score."""
+    from rich.progress import Progress
+
+    from relrec.index.related import RelatedItems
+
+    model = RelatedItems.load(run_dir)
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("export", total=int(model.eligible.sum()))
+        rows = model.export(out, k, progress=lambda n: bar.advance(task, n))
+    console.print(f"[green]wrote[/green] {rows} rows to {out}")
+
+
+@app.command()
+@user_errors
+def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument(...),
+              k: int = typer.Option(10, "--k", min=1, max=1000)):
+    """Print an item's related list with titles."""
+    from relrec.index.related import RelatedItems
+
+    model = RelatedItems.load(run_dir)
+    frame = model.describe([item_id], k)
+    title = model.run.items.set_index("item_id")["title"].get(item_id, "")
+    table = Table(title=f"related to {item_id}: {title}")
+    for column in ("rank", "item", "title", "score"):
+        table.add_column(column)
+    for row in frame.itertuples():
+        table.add_row(str(row.rank), row.item, row.title, f"{row.score:.3f}")
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

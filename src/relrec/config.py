@@ -1,0 +1,86 @@
+"""One configuration object drives a run; it is written into the run's manifest.
+
+Every command reads the same :class:`RunConfig`; a TOML file (``--config``) fills it and
+command-line options override single fields.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PrepareConfig(_Section):
+    session_gap_seconds: int = Field(30 * 60, gt=0, description="new session after this gap")
+    window: int = Field(3, ge=1, description="pairs with the next `window` timestamp groups")
+    valid_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    min_rating: float | None = Field(
+        None, description="drop interactions whose weight/rating is below this (None keeps all)"
+    )
+    eval_lookahead: int = Field(3, ge=1, description="groups searched for the next distinct item")
+    duckdb_memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
+    duckdb_threads: int | None = None
+
+
+class ContentConfig(_Section):
+    text_model: str = "all-MiniLM-L6-v2"
+    image_model: str = "efficientnet-lite0"
+    cache_dir: str | None = None
+    batch_size: int = 64
+    frames_per_video: int = 4
+
+
+class TrainConfig(_Section):
+    preset: Literal["cf", "mtl", "full", "balanced", "mtmh"] = "cf"
+    embedding_dim: int = Field(64, ge=2)
+    id_dim: int = Field(64, ge=1)
+    hidden_dims: list[int] = Field(default_factory=lambda: [128])
+    temperature: float = Field(0.05, gt=0.0)
+    batch_size: int = Field(1024, ge=2)
+    learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(3, ge=0, description="epochs without validation gain before stopping")
+    early_stopping_k: int = Field(50, ge=1, description="validation recall@K drives early stopping")
+    seed: int = 0
+    logq_correction: bool = False
+    # multi-task (paper eq. 4-5): per-pair weight (w_co + w_sem * I(sem))
+    w_co: float = Field(1.0, ge=0.0)
+    w_sem: float = Field(0.0, ge=0.0)
+    semantic_threshold: float | None = Field(
+        None, description="cos threshold for I(sem); None picks it from the training pairs"
+    )
+    opc: bool = Field(False, description="weight pairs by 1/log(1+freq(trigger)) (eq. 6-7)")
+    use_id: bool = True
+    use_text: bool = False
+    use_visual: bool = False
+    id_dropout: float = Field(0.0, ge=0.0, le=1.0)
+    num_threads: int | None = None
+
+
+class EvaluateConfig(_Section):
+    ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    n_bootstrap: int = Field(1000, ge=10)
+    seed: int = 0
+    popular_top_fraction: float = 0.01
+    unpopular_bottom_fraction: float = 0.10
+
+
+class RunConfig(_Section):
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    content: ContentConfig = Field(default_factory=ContentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "RunConfig":
+        with open(path, "rb") as handle:
+            return cls.model_validate(tomllib.load(handle))

@@ -1,0 +1,57 @@
+"""The ``embed`` stage: item content → RUN_DIR/content/{text,visual}.npy (+ ok masks).
+
+Vectors come from the shared embedding cache (keyed by content hash and model), so a second
+run over the same catalogue computes nothing. A modality with no data at all (no item has an
+image or a video) is dropped with a note in the manifest, never an error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from relrec.config import ContentConfig
+from relrec.manifest import update_manifest
+from relrec.run import RunData
+from relrec.train.content_inputs import content_path, load_content
+
+
+def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *,
+                   progress: bool = True, notes: dict | None = None,
+                   force: bool = False) -> dict[str, int]:
+    """Make sure each modality's vectors exist in the run; returns {modality: dim} usable."""
+    notes = notes if notes is not None else {}
+    available: dict[str, int] = {}
+    missing = []
+    for modality in modalities:
+        loaded = None if force else load_content(run, modality)
+        if loaded is not None and loaded[1].any():
+            available[modality] = loaded[0].shape[1]
+        elif loaded is not None:
+            notes[f"{modality}_dropped"] = "no item has usable content for this modality"
+        else:
+            missing.append(modality)
+    if missing:
+        from relrec.content.embed import embed_items
+
+        computed = embed_items(run.items, config, modalities=tuple(missing), progress=progress)
+        for modality, (vectors, ok) in computed.items():
+            vectors_path, ok_path = content_path(run.run_dir, modality)
+            vectors_path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(vectors_path, vectors.astype(np.float32))
+            np.save(ok_path, ok.astype(bool))
+            summary = {"dim": int(vectors.shape[1]), "items_with_content": int(ok.sum()),
+                       "items_without_content": int((~ok).sum())}
+            notes[modality] = summary
+            if ok.any():
+                available[modality] = int(vectors.shape[1])
+            else:
+                notes[f"{modality}_dropped"] = "no item has usable content for this modality"
+    if missing:
+        manifest_content = dict(run.manifest.get("content", {}))
+        manifest_content.update({m: notes.get(m) for m in missing})
+        manifest_content["config"] = config.model_dump(mode="json")
+        for key, value in notes.items():
+            if key.endswith("_dropped"):
+                manifest_content[key] = value
+        run.manifest = update_manifest(run.run_dir, "content", manifest_content)
+    return available

@@ -1,0 +1,215 @@
+"""The ``prepare`` stage: validated tables → sessions → pairs → split, written to a run dir.
+
+DuckDB runs the SQL of :mod:`relrec.data.sessions` and :mod:`relrec.data.pairs` over an
+Arrow table or a Parquet file, so data larger than memory spills to disk under
+``duckdb_memory_limit``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from relrec.config import PrepareConfig, RunConfig
+from relrec.data.pairs import item_frequency_sql, next_item_pairs_sql, training_pairs_sql
+from relrec.data.sessions import sessionize_sql
+from relrec.data.split import TEST, VALID, TimeSplit, assign_period, time_split
+from relrec.errors import InputError
+from relrec.manifest import atomic_write_json, file_sha256, library_versions
+
+
+@dataclass
+class PairTables:
+    split: TimeSplit
+    train_pairs: pd.DataFrame  # trigger_index, candidate_index, pair_count
+    valid_pairs: pd.DataFrame  # trigger_index, target_index, cold
+    test_pairs: pd.DataFrame  # trigger_index, target_index, cold
+    item_stats: pd.DataFrame  # item_index, trigger_frequency, candidate_frequency, train_interactions, in_train
+    counts: dict
+
+
+def connect(config: PrepareConfig) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    if config.duckdb_memory_limit:
+        connection.execute(f"SET memory_limit = '{config.duckdb_memory_limit}'")
+    if config.duckdb_threads:
+        connection.execute(f"SET threads = {int(config.duckdb_threads)}")
+    connection.execute("SET preserve_insertion_order = false")
+    return connection
+
+
+def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfig,
+                  connection: duckdb.DuckDBPyConnection | None = None) -> PairTables:
+    """Sessionize, split by time and extract training / validation / test pairs."""
+    if interactions.empty:
+        raise InputError("no interactions left after validation")
+    split = time_split(interactions["timestamp"].to_numpy(), config.valid_fraction,
+                       config.test_fraction)
+    period = assign_period(interactions["timestamp"].to_numpy(), split)
+    period_counts = np.bincount(period, minlength=3)
+    if period_counts[0] == 0 or period_counts[VALID] == 0 or (
+            config.test_fraction > 0 and period_counts[TEST] == 0):
+        raise InputError(
+            f"time split {config.valid_fraction}/{config.test_fraction} leaves an empty period "
+            f"(train/valid/test interactions: {period_counts.tolist()}); "
+            "too few distinct timestamps")
+    session_ids = interactions.get("session_id")
+    use_given_sessions = session_ids is not None and session_ids.notna().any()
+    events = pd.DataFrame({
+        "user_id": interactions["user_id"].astype(str),
+        "item_index": interactions["item_index"].astype("int64"),
+        "timestamp": interactions["timestamp"].astype("int64"),
+        "session_id": (session_ids.fillna("").astype(str) if use_given_sessions
+                       else pd.Series([""] * len(interactions), index=interactions.index)),
+        "period": period.astype("int32"),
+    })
+    connection = connection or connect(config)
+    connection.register("events", events)
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE sessionized AS "
+        + sessionize_sql("events", config.session_gap_seconds, use_given_sessions))
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE training_pairs AS "
+        + training_pairs_sql("sessionized", config.window))
+    train_pairs = connection.execute(
+        "SELECT * FROM training_pairs ORDER BY trigger_index, candidate_index").df()
+    frequencies = connection.execute(item_frequency_sql("training_pairs")).df()
+    session_count = connection.execute(
+        "SELECT period, COUNT(DISTINCT user_id || '#' || session_key) AS sessions "
+        "FROM sessionized GROUP BY period ORDER BY period").fetchall()
+
+    train_interactions = np.bincount(
+        events.loc[events["period"] == 0, "item_index"].to_numpy(), minlength=n_items)
+    in_train = train_interactions > 0
+    evaluation = {}
+    for name, period_code in (("valid", VALID), ("test", TEST)):
+        if period_code == TEST and split.test_start is None:
+            evaluation[name] = pd.DataFrame(
+                {"trigger_index": pd.Series([], dtype="int64"),
+                 "target_index": pd.Series([], dtype="int64"),
+                 "cold": pd.Series([], dtype=bool)})
+            continue
+        frame = connection.execute(
+            next_item_pairs_sql("sessionized", period_code, config.eval_lookahead)
+            + " ORDER BY user_id, session_key, trigger_position, trigger_index, target_index"
+        ).df()
+        frame = frame[["trigger_index", "target_index"]].astype("int64").reset_index(drop=True)
+        frame["cold"] = ~(in_train[frame["trigger_index"].to_numpy()]
+                          & in_train[frame["target_index"].to_numpy()])
+        evaluation[name] = frame
+
+    item_stats = pd.DataFrame({"item_index": np.arange(n_items, dtype=np.int64)})
+    item_stats = item_stats.merge(frequencies, on="item_index", how="left").fillna(0)
+    item_stats["trigger_frequency"] = item_stats["trigger_frequency"].astype("int64")
+    item_stats["candidate_frequency"] = item_stats["candidate_frequency"].astype("int64")
+    item_stats["train_interactions"] = train_interactions.astype("int64")
+    item_stats["in_train"] = in_train
+    counts = {
+        "interactions_by_period": {"train": int(period_counts[0]), "valid": int(period_counts[1]),
+                                   "test": int(period_counts[2])},
+        "sessions_by_period": {["train", "valid", "test"][int(p)]: int(n)
+                               for p, n in session_count},
+        "train_pairs_distinct": int(len(train_pairs)),
+        "train_pairs_total": int(train_pairs["pair_count"].sum()) if len(train_pairs) else 0,
+        "valid_pairs": int(len(evaluation["valid"])),
+        "valid_pairs_cold": int(evaluation["valid"]["cold"].sum()),
+        "test_pairs": int(len(evaluation["test"])),
+        "test_pairs_cold": int(evaluation["test"]["cold"].sum()),
+        "items_in_train": int(in_train.sum()),
+        "sessions_from": "session_id column" if use_given_sessions else
+        f"gap > {config.session_gap_seconds}s",
+    }
+    train_pairs = train_pairs.astype("int64")
+    return PairTables(split, train_pairs, evaluation["valid"], evaluation["test"], item_stats,
+                      counts)
+
+
+def write_prepared_run(run_dir: str | Path, interactions: pd.DataFrame, items: pd.DataFrame,
+                       pairs: PairTables, config: RunConfig, rejected_frame: pd.DataFrame,
+                       rejected_counts: dict, inputs: dict[str, str | Path | None]) -> dict:
+    """Write tables and a fresh manifest; returns the manifest."""
+    run_dir = Path(run_dir)
+    (run_dir / "data").mkdir(parents=True, exist_ok=True)
+    (run_dir / "pairs").mkdir(parents=True, exist_ok=True)
+    items.to_parquet(run_dir / "data" / "items.parquet", index=False)
+    interactions.to_parquet(run_dir / "data" / "interactions.parquet", index=False)
+    rejected_frame.to_csv(run_dir / "data" / "rejected_rows.csv", index=False)
+    pairs.train_pairs.to_parquet(run_dir / "pairs" / "train_pairs.parquet", index=False)
+    pairs.valid_pairs.to_parquet(run_dir / "pairs" / "valid_pairs.parquet", index=False)
+    pairs.test_pairs.to_parquet(run_dir / "pairs" / "test_pairs.parquet", index=False)
+    pairs.item_stats.to_parquet(run_dir / "pairs" / "item_stats.parquet", index=False)
+    input_hashes = {}
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_file():
+            input_hashes[name] = {"path": str(path), "sha256": file_sha256(path)}
+        elif path.is_dir():
+            input_hashes[name] = {"path": str(path), "sha256": {
+                child.name: file_sha256(child) for child in sorted(path.iterdir())
+                if child.is_file() and child.suffix in {".csv", ".dat", ".data", ".item", ".txt"}}}
+        else:
+            input_hashes[name] = {"path": str(path), "sha256": None}
+    manifest = {
+        "relrec_run": 1,
+        "config": config.model_dump(mode="json"),
+        "inputs": input_hashes,
+        "rows": {"items": int(len(items)), "interactions": int(len(interactions))},
+        "rejected": rejected_counts,
+        "split": pairs.split.to_dict(),
+        "pairs": pairs.counts,
+        "versions": library_versions(),
+    }
+    atomic_write_json(run_dir / "manifest.json", manifest)
+    return manifest
+
+
+def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
+                interactions=None, items=None, movielens: str | Path | None = None,
+                images: str | Path | None = None) -> dict:
+    """Ingest + validate + pairs → RUN_DIR. Sources are paths or in-memory DataFrames.
+
+    Give either ``interactions`` and ``items`` (generic layout) or ``movielens`` (a MovieLens
+    directory, optionally with a posters folder ``images``). Returns the manifest.
+    """
+    from relrec.data.ingest import (RejectedRows, filter_unknown_items, finalize,
+                                    load_interactions, load_items)
+
+    config = config or RunConfig()
+    rejected = RejectedRows(records=[])
+    if movielens is not None:
+        from relrec.data.movielens import load_movielens
+
+        interaction_frame, item_frame = load_movielens(movielens, images=images,
+                                                       rejected=rejected)
+        interactions_name = str(Path(movielens))
+        inputs = {"movielens": movielens, "images": None}
+    else:
+        if interactions is None or items is None:
+            raise InputError("give --interactions and --items, or --movielens")
+        interaction_frame = load_interactions(interactions, rejected)
+        item_frame = load_items(items, rejected)
+        interactions_name = (str(interactions) if not isinstance(interactions, pd.DataFrame)
+                             else "<interactions DataFrame>")
+        inputs = {name: (None if isinstance(source, pd.DataFrame) else source)
+                  for name, source in (("interactions", interactions), ("items", items))}
+    if images is not None and movielens is None:
+        inputs["images"] = images
+    if config.prepare.min_rating is not None:
+        low = interaction_frame["weight"] < config.prepare.min_rating
+        for row in interaction_frame.loc[low, "source_row"] if "source_row" in interaction_frame \
+                else []:
+            rejected.add(interactions_name, int(row), "weight",
+                         f"below min_rating {config.prepare.min_rating}", None)
+        interaction_frame = interaction_frame[~low]
+    interaction_frame = filter_unknown_items(interaction_frame, item_frame, rejected,
+                                             name=interactions_name)
+    interaction_frame, item_frame = finalize(interaction_frame, item_frame)
+    pairs = extract_pairs(interaction_frame, len(item_frame), config.prepare)
+    return write_prepared_run(out_dir, interaction_frame, item_frame, pairs, config,
+                              rejected.to_frame(), rejected.counts(), inputs)

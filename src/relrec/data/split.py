@@ -1,0 +1,48 @@
+"""Split by global time quantiles (SPEC §2).
+
+Interactions before the ``1 - valid - test`` quantile of all timestamps are training, then
+validation, then test. ``test_fraction = 0`` fits on everything but a validation slice (the
+production mode, and how an outside harness gives relrec only its training period).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TRAIN, VALID, TEST = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    valid_start: int  # first timestamp of the validation period
+    test_start: int | None  # first timestamp of the test period (None: no test period)
+
+    def to_dict(self) -> dict:
+        return {"valid_start": self.valid_start, "test_start": self.test_start}
+
+
+def time_split(timestamps: np.ndarray, valid_fraction: float, test_fraction: float) -> TimeSplit:
+    """Boundaries at global time quantiles; raises ValueError when a period would be empty."""
+    if valid_fraction + test_fraction >= 1.0:
+        raise ValueError("valid_fraction + test_fraction must be < 1")
+    timestamps = np.asarray(timestamps)
+    if timestamps.size == 0:
+        raise ValueError("no interactions to split")
+    train_end = 1.0 - valid_fraction - test_fraction
+    valid_start = int(np.quantile(timestamps, train_end, method="higher"))
+    test_start = (
+        int(np.quantile(timestamps, 1.0 - test_fraction, method="higher"))
+        if test_fraction > 0 else None
+    )
+    return TimeSplit(valid_start=valid_start, test_start=test_start)
+
+
+def assign_period(timestamps: np.ndarray, split: TimeSplit) -> np.ndarray:
+    """0 = train, 1 = validation, 2 = test for each timestamp."""
+    timestamps = np.asarray(timestamps)
+    period = np.where(timestamps < split.valid_start, TRAIN, VALID).astype(np.int8)
+    if split.test_start is not None:
+        period[timestamps >= split.test_start] = TEST
+    return period

@@ -1,0 +1,134 @@
+"""Score any system that produces related lists on a run's held-out pairs (SPEC §6).
+
+A *system* is anything with ``similar_indices(trigger_indices, k) -> (scores, indices)``:
+a trained model (:class:`relrec.index.related.RelatedItems`) or a peer
+(:mod:`relrec.evaluate.peers`). All systems are scored on the same triggers, so two systems'
+per-trigger metrics can be compared with a paired bootstrap.
+
+Segments: ``all`` (warm pairs: trigger and target seen in training), ``popular_triggers``
+(top 1% of triggers by training frequency), ``unpopular_triggers`` (bottom 10%) and ``cold``
+(pairs whose trigger or target was never seen in training), reported apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from relrec.config import EvaluateConfig
+from relrec.evaluate.bootstrap import bootstrap_interval, paired_bootstrap_difference
+from relrec.evaluate.metrics import (PerTrigger, content_similarity_at_k, coverage_at_k,
+                                     ndcg_at_k, novelty_at_k, popular_share_at_k,
+                                     popularity_masks, recall_at_k, topic_jaccard_at_k,
+                                     topic_match_rate_at_k)
+from relrec.run import RunData
+
+SEGMENTS = ("all", "popular_triggers", "unpopular_triggers", "cold")
+
+
+@dataclass
+class SegmentPairs:
+    triggers: np.ndarray  # distinct trigger item indices
+    trigger_row: np.ndarray  # per pair, row into triggers
+    targets: np.ndarray
+
+
+@dataclass
+class SystemEvaluation:
+    name: str
+    per_trigger: dict[str, dict[str, PerTrigger]] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+
+def segment_pairs(run: RunData, split: str, config: EvaluateConfig) -> dict[str, SegmentPairs]:
+    pairs = run.test_pairs if split == "test" else run.valid_pairs
+    top, bottom = popularity_masks(run.trigger_frequency, config.popular_top_fraction,
+                                   config.unpopular_bottom_fraction, eligible=run.in_train)
+    warm = pairs[~pairs["cold"]]
+    selections = {
+        "all": warm,
+        "popular_triggers": warm[top[warm["trigger_index"].to_numpy()]],
+        "unpopular_triggers": warm[bottom[warm["trigger_index"].to_numpy()]],
+        "cold": pairs[pairs["cold"]],
+    }
+    out = {}
+    for name, frame in selections.items():
+        triggers, rows = np.unique(frame["trigger_index"].to_numpy(), return_inverse=True)
+        out[name] = SegmentPairs(triggers.astype(np.int64), rows.astype(np.int64),
+                                 frame["target_index"].to_numpy(np.int64))
+    return out
+
+
+def relevance_vectors(run: RunData) -> np.ndarray | None:
+    """Content vectors for the relevance fallback when items carry no topic labels."""
+    from relrec.train.content_inputs import load_content
+
+    loaded = load_content(run, "text")
+    return None if loaded is None else loaded[0]
+
+
+def evaluate_system(run: RunData, system, name: str, config: EvaluateConfig,
+                    split: str = "test", segments: dict[str, SegmentPairs] | None = None,
+                    ) -> SystemEvaluation:
+    segments = segments or segment_pairs(run, split, config)
+    ks = sorted(config.ks)
+    k_max = ks[-1]
+    frequency = run.candidate_frequency.astype(np.float64)
+    popular, _ = popularity_masks(frequency, config.popular_top_fraction,
+                                  config.unpopular_bottom_fraction, eligible=run.in_train)
+    probability = frequency / max(frequency.sum(), 1.0)
+    use_topics = run.has_topics
+    fallback_vectors = None if use_topics else relevance_vectors(run)
+    evaluation = SystemEvaluation(name)
+    for segment_name, segment in segments.items():
+        metrics: dict[str, PerTrigger] = {}
+        counts = {"pairs": int(len(segment.targets)), "triggers": int(len(segment.triggers))}
+        if len(segment.triggers) == 0:
+            evaluation.per_trigger[segment_name] = metrics
+            evaluation.summary[segment_name] = {"counts": counts}
+            continue
+        _, ranked = system.similar_indices(segment.triggers, k_max)
+        for k in ks:
+            metrics[f"recall@{k}"] = recall_at_k(ranked, segment.trigger_row, segment.targets, k)
+            metrics[f"ndcg@{k}"] = ndcg_at_k(ranked, segment.trigger_row, segment.targets, k)
+            if use_topics:
+                metrics[f"topic_match_rate@{k}"] = topic_match_rate_at_k(
+                    ranked, segment.triggers, run.topic_matrix, k)
+                metrics[f"topic_jaccard@{k}"] = topic_jaccard_at_k(
+                    ranked, segment.triggers, run.topic_matrix, k)
+            elif fallback_vectors is not None:
+                metrics[f"content_similarity@{k}"] = content_similarity_at_k(
+                    ranked, segment.triggers, fallback_vectors, k)
+            metrics[f"popular_share@{k}"] = popular_share_at_k(ranked, popular, k)
+            metrics[f"novelty@{k}"] = novelty_at_k(ranked, probability, k)
+        summary = {metric: bootstrap_interval(values, config.n_bootstrap, config.seed).to_dict()
+                   for metric, values in metrics.items()}
+        for k in ks:
+            summary[f"coverage@{k}"] = {"value": coverage_at_k(ranked, run.n_items, k)}
+        summary["counts"] = counts
+        evaluation.per_trigger[segment_name] = metrics
+        evaluation.summary[segment_name] = summary
+    return evaluation
+
+
+def paired_differences(a: SystemEvaluation, b: SystemEvaluation, config: EvaluateConfig,
+                       segments=("all",)) -> dict:
+    """a − b for every metric both have, paired over the same resampled triggers."""
+    out = {}
+    for segment in segments:
+        common = set(a.per_trigger.get(segment, {})) & set(b.per_trigger.get(segment, {}))
+        out[segment] = {
+            metric: paired_bootstrap_difference(a.per_trigger[segment][metric],
+                                                b.per_trigger[segment][metric],
+                                                config.n_bootstrap, config.seed).to_dict()
+            for metric in sorted(common)}
+    return out
+
+
+def format_interval(entry: dict, percent: bool = True) -> str:
+    if "low" not in entry:
+        return f"{entry['value']:.3f}"
+    scale = 100.0 if percent else 1.0
+    return (f"{entry['value'] * scale:.2f} [{entry['low'] * scale:.2f}, "
+            f"{entry['high'] * scale:.2f}]")

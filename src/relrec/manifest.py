@@ -1,0 +1,80 @@
+"""The run manifest: config, input hashes, row counts, rejected counts, metrics, versions.
+
+Every number a report shows is read from a manifest; writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from relrec.errors import RunDirError
+
+MANIFEST_NAME = "manifest.json"
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, payload: Any) -> None:
+    atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=False, default=str).encode())
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("relrec", "torch", "numpy", "pandas", "pyarrow", "duckdb", "faiss-cpu",
+                 "sentence-transformers"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def read_manifest(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise RunDirError(f"{run_dir}: no {MANIFEST_NAME}; run `relrec prepare` first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RunDirError(f"{path}: corrupt manifest ({error})") from error
+
+
+def update_manifest(run_dir: str | Path, section: str, payload: Any) -> dict:
+    """Replace one top-level section of the manifest and stamp the update time."""
+    path = Path(run_dir) / MANIFEST_NAME
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest[section] = payload
+    manifest["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest["versions"] = library_versions()
+    atomic_write_json(path, manifest)
+    return manifest

@@ -1,0 +1,150 @@
+"""The item tower shared by trigger and candidate (paper Fig. 1-2, SPEC §4).
+
+features = ID embedding ⊕ projected text ⊕ projected visual → shared dense layers → one or more
+heads → L2-normalised item embedding. Each modality is a switch. The ID table has one extra
+row, the out-of-vocabulary (cold) row; with ID dropout an item's ID is replaced by that row
+during training, so the content path learns to stand alone for items never seen in training.
+Content vectors are frozen inputs (buffers); their projections train jointly with the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
+
+from relrec.errors import RunDirError
+from relrec.manifest import atomic_write_bytes
+
+
+class TowerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_items: int
+    id_dim: int = 64
+    embedding_dim: int = 64
+    hidden_dims: list[int] = [128]
+    use_id: bool = True
+    text_dim: int = 0  # 0 = text modality off
+    visual_dim: int = 0  # 0 = visual modality off
+    content_projection_dim: int = 64
+    id_dropout: float = 0.0
+    heads: list[str] = ["main"]
+
+
+class ItemTower(nn.Module):
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        self.config = config
+        width = 0
+        if config.use_id:
+            self.id_embedding = nn.Embedding(config.n_items + 1, config.id_dim)
+            nn.init.normal_(self.id_embedding.weight, std=0.1)
+            width += config.id_dim
+        if config.text_dim:
+            self.text_projection = nn.Linear(config.text_dim, config.content_projection_dim)
+            self.register_buffer("text_vectors", torch.zeros(config.n_items + 1, config.text_dim),
+                                 persistent=False)
+            self.text_missing = nn.Parameter(torch.zeros(config.content_projection_dim))
+            self.register_buffer("text_ok", torch.zeros(config.n_items + 1, dtype=torch.bool),
+                                 persistent=False)
+            width += config.content_projection_dim
+        if config.visual_dim:
+            self.visual_projection = nn.Linear(config.visual_dim, config.content_projection_dim)
+            self.register_buffer("visual_vectors",
+                                 torch.zeros(config.n_items + 1, config.visual_dim),
+                                 persistent=False)
+            # items without an image get a learned default, flagged, never a garbage vector
+            self.visual_missing = nn.Parameter(torch.zeros(config.content_projection_dim))
+            self.register_buffer("visual_ok", torch.zeros(config.n_items + 1, dtype=torch.bool),
+                                 persistent=False)
+            width += config.content_projection_dim
+        if width == 0:
+            raise ValueError("the tower needs at least one of ID, text or visual inputs")
+        layers: list[nn.Module] = []
+        for hidden in config.hidden_dims:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.shared = nn.Sequential(*layers)
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(width, config.embedding_dim) for name in config.heads})
+
+    @property
+    def out_of_vocabulary_row(self) -> int:
+        return self.config.n_items
+
+    def set_content(self, modality: str, vectors: np.ndarray, ok: np.ndarray) -> None:
+        """Attach frozen content vectors (n_items, dim) and their availability mask."""
+        buffer = getattr(self, f"{modality}_vectors")
+        flags = getattr(self, f"{modality}_ok")
+        buffer[: len(vectors)] = torch.as_tensor(vectors, dtype=torch.float32)
+        flags[: len(ok)] = torch.as_tensor(ok, dtype=torch.bool)
+
+    def _project(self, modality: str, items: torch.Tensor) -> torch.Tensor:
+        projection = getattr(self, f"{modality}_projection")
+        projected = projection(getattr(self, f"{modality}_vectors")[items])
+        ok = getattr(self, f"{modality}_ok")[items].unsqueeze(-1)
+        return torch.where(ok, projected, getattr(self, f"{modality}_missing").expand_as(projected))
+
+    def features(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """Shared representation; ``known`` False routes an item to the cold ID row."""
+        parts = []
+        if self.config.use_id:
+            id_rows = items
+            if known is not None:
+                id_rows = torch.where(known, items, torch.full_like(items, self.out_of_vocabulary_row))
+            if self.training and self.config.id_dropout > 0:
+                drop = torch.rand(items.shape, device=items.device) < self.config.id_dropout
+                id_rows = torch.where(drop, torch.full_like(items, self.out_of_vocabulary_row), id_rows)
+            parts.append(self.id_embedding(id_rows))
+        if self.config.text_dim:
+            parts.append(self._project("text", items))
+        if self.config.visual_dim:
+            parts.append(self._project("visual", items))
+        return self.shared(torch.cat(parts, dim=-1))
+
+    def forward(self, items: torch.Tensor, head: str | None = None,
+                known: torch.Tensor | None = None) -> torch.Tensor:
+        head = head or self.config.heads[0]
+        return F.normalize(self.heads[head](self.features(items, known)), dim=-1)
+
+    def all_heads(self, items: torch.Tensor, known: torch.Tensor | None = None
+                  ) -> dict[str, torch.Tensor]:
+        shared = self.features(items, known)
+        return {name: F.normalize(layer(shared), dim=-1) for name, layer in self.heads.items()}
+
+    # -- persistence: config JSON + safetensors, one call each ------------------------------
+    def save(self, directory: str | Path, name: str = "weights") -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(directory / "tower_config.json",
+                           self.config.model_dump_json(indent=2).encode())
+        temporary = directory / f".{name}.safetensors.tmp"
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
+                  str(temporary))
+        temporary.replace(directory / f"{name}.safetensors")
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str = "weights") -> "ItemTower":
+        directory = Path(directory)
+        try:
+            config = TowerConfig.model_validate_json((directory / "tower_config.json").read_text())
+            state = load_file(str(directory / f"{name}.safetensors"))
+        except FileNotFoundError as error:
+            raise RunDirError(f"{directory}: no trained model ({error.filename}); "
+                              "run `relrec train` first") from error
+        except Exception as error:  # safetensors raises its own error types for corrupt files
+            raise RunDirError(f"{directory}: cannot load model weights: {error}") from error
+        tower = cls(config)
+        tower.load_state_dict(state)
+        tower.eval()
+        return tower
+
+
+def tower_config_json(config: TowerConfig) -> str:
+    return json.dumps(config.model_dump(), indent=2)

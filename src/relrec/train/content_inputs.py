@@ -1,0 +1,40 @@
+"""Content vectors of a run (written by ``relrec embed``) as frozen tower inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from relrec.errors import RunDirError
+from relrec.model.tower import ItemTower
+from relrec.run import RunData
+
+MODALITIES = ("text", "visual")
+
+
+def content_path(run_dir: Path, modality: str) -> tuple[Path, Path]:
+    return run_dir / "content" / f"{modality}.npy", run_dir / "content" / f"{modality}_ok.npy"
+
+
+def load_content(run: RunData, modality: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(vectors, ok) aligned with item_index, or None when the run has none."""
+    vectors_path, ok_path = content_path(run.run_dir, modality)
+    if not vectors_path.exists():
+        return None
+    vectors = np.load(vectors_path, allow_pickle=False)
+    ok = np.load(ok_path, allow_pickle=False)
+    if len(vectors) != run.n_items or len(ok) != run.n_items:
+        raise RunDirError(f"{vectors_path}: {len(vectors)} rows for {run.n_items} items; "
+                          "run `relrec embed` again")
+    return vectors.astype(np.float32), ok.astype(bool)
+
+
+def attach_content(tower: ItemTower, run: RunData) -> None:
+    for modality in MODALITIES:
+        if getattr(tower.config, f"{modality}_dim"):
+            loaded = load_content(run, modality)
+            if loaded is None:
+                raise RunDirError(f"{run.run_dir}: the model uses {modality} content but "
+                                  f"content/{modality}.npy is missing; run `relrec embed`")
+            tower.set_content(modality, *loaded)

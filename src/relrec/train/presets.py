@@ -1,0 +1,37 @@
+"""Training presets (SPEC §4). A preset sets defaults; fields the user set explicitly (TOML or
+command line) win over it.
+
+* ``cf``       ID only, ``L_co`` (the baseline two-tower).
+* ``mtl``      + semantic task (eq. 4-5): per-pair weight ``w_co + w_sem·I(sem)``, 1:500.
+* ``full``     the paper's recipe: MTL + text + visual + OPC.
+* ``balanced`` our recommended operating point (see RESULTS.md for how it was chosen).
+* ``mtmh``     two heads (engagement, relevance) with content distillation.
+"""
+
+from __future__ import annotations
+
+from relrec.config import TrainConfig
+
+PRESETS: dict[str, dict] = {
+    "cf": {"use_id": True, "use_text": False, "use_visual": False, "w_co": 1.0, "w_sem": 0.0,
+           "opc": False, "logq_correction": False, "id_dropout": 0.0},
+    "mtl": {"use_id": True, "use_text": False, "use_visual": False, "w_co": 1.0,
+            "w_sem": 500.0, "opc": False, "logq_correction": False, "id_dropout": 0.0},
+    "full": {"use_id": True, "use_text": True, "use_visual": True, "w_co": 1.0, "w_sem": 500.0,
+             "opc": True, "logq_correction": False, "id_dropout": 0.1},
+    "balanced": {"use_id": True, "use_text": True, "use_visual": False, "w_co": 1.0,
+                 "w_sem": 0.0, "opc": False, "logq_correction": True, "id_dropout": 0.1},
+    "mtmh": {"use_id": True, "use_text": True, "use_visual": True, "w_co": 1.0, "w_sem": 0.0,
+             "opc": False, "logq_correction": False, "id_dropout": 0.1},
+}
+
+
+def resolve_train_config(config: TrainConfig, preset: str | None = None,
+                         overrides: dict | None = None) -> TrainConfig:
+    """defaults < preset < fields set explicitly in ``config`` < ``overrides``."""
+    preset = preset or config.preset
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    explicit = {name: getattr(config, name) for name in config.model_fields_set}
+    merged = {**PRESETS[preset], **explicit, **(overrides or {}), "preset": preset}
+    return TrainConfig.model_validate(merged)

@@ -1,0 +1,242 @@
+"""Training loop: seeded mini-batches, Adam, early stopping on validation recall, checkpoints
+that resume after a kill, rich progress bars."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from relrec.config import TrainConfig
+from relrec.index.faiss_index import ItemIndex
+from relrec.manifest import atomic_write_json
+from relrec.model.losses import log_sampling_probability, multitask_weights, opc_weights, \
+    sampled_softmax_loss
+from relrec.model.tower import ItemTower, TowerConfig
+
+
+@dataclass
+class TrainingExamples:
+    """One row per co-engagement occurrence (pairs repeated by their count)."""
+    triggers: np.ndarray
+    candidates: np.ndarray
+    weights: np.ndarray  # per-pair weight: multi-task × OPC (all 1 for the CF preset)
+    semantic_label: np.ndarray | None = None
+    notes: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.triggers)
+
+
+def build_examples(train_pairs, trigger_frequency: np.ndarray, config: TrainConfig,
+                   semantic_label: np.ndarray | None = None) -> TrainingExamples:
+    """Expand counted pairs and attach the per-pair weight of paper eq. 5-7."""
+    counts = train_pairs["pair_count"].to_numpy()
+    triggers = np.repeat(train_pairs["trigger_index"].to_numpy(), counts)
+    candidates = np.repeat(train_pairs["candidate_index"].to_numpy(), counts)
+    weights = torch.ones(len(triggers))
+    label = None
+    if semantic_label is not None and config.w_sem > 0:
+        label = np.repeat(semantic_label, counts)
+        weights = multitask_weights(torch.as_tensor(label), config.w_co, config.w_sem)
+    elif config.w_co != 1.0:
+        weights = weights * config.w_co
+    if config.opc:
+        weights = weights * opc_weights(torch.as_tensor(trigger_frequency[triggers]))
+    return TrainingExamples(triggers.astype(np.int64), candidates.astype(np.int64),
+                            weights.numpy().astype(np.float32), label)
+
+
+def validation_recall(tower: ItemTower, eligible: np.ndarray, known: np.ndarray,
+                      valid_triggers: np.ndarray, valid_targets: np.ndarray, k: int,
+                      head: str | None = None) -> float:
+    """Share of validation pairs whose target is in the trigger's top-k (exact search)."""
+    if len(valid_triggers) == 0:
+        return float("nan")
+    embeddings = item_embeddings(tower, known, head=head)
+    index = ItemIndex(embeddings.shape[1])
+    index.add(embeddings[eligible], np.flatnonzero(eligible))
+    unique_triggers, rows = np.unique(valid_triggers, return_inverse=True)
+    _, ranked = index.search(embeddings[unique_triggers], k, exclude=unique_triggers)
+    hits = (ranked[rows] == valid_targets[:, None]).any(axis=1)
+    return float(hits.mean())
+
+
+@torch.no_grad()
+def item_embeddings(tower: ItemTower, known: np.ndarray, head: str | None = None,
+                    batch_size: int = 65536) -> np.ndarray:
+    tower.eval()
+    n_items = len(known)
+    out = []
+    for start in range(0, n_items, batch_size):
+        items = torch.arange(start, min(start + batch_size, n_items))
+        out.append(tower(items, head=head, known=torch.as_tensor(known[start:start + len(items)]))
+                   .numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def config_fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Trainer:
+    """Trains an :class:`ItemTower` on :class:`TrainingExamples`.
+
+    Reproducible: the shuffle of epoch e uses ``seed + e`` and torch is reseeded per epoch, so
+    a run resumed from its checkpoint follows the same path as an uninterrupted one.
+    """
+
+    def __init__(self, config: TrainConfig, model_dir: str | Path, progress: bool = True):
+        self.config = config
+        self.model_dir = Path(model_dir)
+        self.progress = progress
+        self.history: list[dict] = []
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _checkpoint_path(self) -> Path:
+        return self.model_dir / "checkpoint.safetensors"
+
+    def _save_checkpoint(self, tower, optimizer, epoch, best, best_state, fingerprint, stale):
+        tensors = {f"model.{k}": v.detach().contiguous() for k, v in tower.state_dict().items()}
+        tensors.update({f"best.{k}": v.detach().contiguous() for k, v in best_state.items()})
+        optimizer_state = optimizer.state_dict()
+        for param_id, state in optimizer_state["state"].items():
+            for name, value in state.items():
+                tensors[f"optimizer.{param_id}.{name}"] = torch.as_tensor(value).contiguous()
+        metadata = {"epoch": str(epoch), "best": json.dumps(best), "fingerprint": fingerprint,
+                    "stale": str(stale), "history": json.dumps(self.history),
+                    "param_groups": json.dumps(optimizer_state["param_groups"])}
+        temporary = self.model_dir / ".checkpoint.safetensors.tmp"
+        save_file(tensors, str(temporary), metadata=metadata)
+        temporary.replace(self._checkpoint_path())
+
+    def _load_checkpoint(self, tower, optimizer, fingerprint):
+        path = self._checkpoint_path()
+        if not path.exists():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata()
+        if metadata.get("fingerprint") != fingerprint:
+            return None  # a different config or data: start over rather than mix runs
+        tensors = load_file(str(path))
+        tower.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, param_id, name = key.split(".", 2)
+                state.setdefault(int(param_id), {})[name] = value
+        optimizer.load_state_dict({"state": state,
+                                   "param_groups": json.loads(metadata["param_groups"])})
+        self.history = json.loads(metadata["history"])
+        return (int(metadata["epoch"]), json.loads(metadata["best"]), best_state,
+                int(metadata["stale"]))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self, tower: ItemTower, examples: TrainingExamples, *, known: np.ndarray,
+            eligible: np.ndarray, valid_triggers: np.ndarray, valid_targets: np.ndarray,
+            candidate_frequency: np.ndarray, fingerprint_payload: dict,
+            max_seconds: float | None = None) -> dict:
+        config = self.config
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        torch.manual_seed(config.seed)
+        optimizer = torch.optim.Adam(tower.parameters(), lr=config.learning_rate,
+                                     weight_decay=config.weight_decay)
+        log_q_table = (log_sampling_probability(torch.as_tensor(candidate_frequency))
+                       if config.logq_correction else None)
+        fingerprint = config_fingerprint({**fingerprint_payload,
+                                          "train": config.model_dump(mode="json")})
+        resumed = self._load_checkpoint(tower, optimizer, fingerprint)
+        start_epoch, best, best_state, stale = 0, {"epoch": -1, "recall": -1.0}, None, 0
+        if resumed is not None:
+            last_epoch, best, best_state, stale = resumed
+            start_epoch = last_epoch + 1
+        if best_state is None or not best_state:
+            best_state = {k: v.clone() for k, v in tower.state_dict().items()}
+
+        triggers = torch.as_tensor(examples.triggers)
+        candidates = torch.as_tensor(examples.candidates)
+        weights = torch.as_tensor(examples.weights)
+        n_examples = len(examples)
+        batches_per_epoch = max(1, n_examples // config.batch_size)
+        started = time.perf_counter()
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
+        with Progress(*columns, disable=not self.progress, transient=False) as progress:
+            task = progress.add_task("train", total=config.max_epochs * batches_per_epoch,
+                                     completed=start_epoch * batches_per_epoch, status="")
+            for epoch in range(start_epoch, config.max_epochs):
+                if stale > config.patience:
+                    break
+                tower.train()
+                torch.manual_seed(config.seed + epoch)
+                order = torch.as_tensor(
+                    np.random.default_rng(config.seed + epoch).permutation(n_examples))
+                epoch_loss = 0.0
+                for batch in range(batches_per_epoch):
+                    rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]
+                    batch_triggers, batch_candidates = triggers[rows], candidates[rows]
+                    loss = self.batch_loss(tower, batch_triggers, batch_candidates, weights[rows],
+                                           log_q_table)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    epoch_loss += float(loss)
+                    progress.update(task, advance=1,
+                                    status=f"epoch {epoch} loss {epoch_loss / (batch + 1):.3f}")
+                recall = validation_recall(tower, eligible, known, valid_triggers, valid_targets,
+                                           config.early_stopping_k)
+                record = {"epoch": epoch, "loss": epoch_loss / batches_per_epoch,
+                          f"valid_recall@{config.early_stopping_k}": recall,
+                          "seconds": time.perf_counter() - started}
+                self.history.append(record)
+                if recall > best["recall"]:
+                    best, stale = {"epoch": epoch, "recall": recall}, 0
+                    best_state = {k: v.detach().clone() for k, v in tower.state_dict().items()}
+                else:
+                    stale += 1
+                progress.update(task, status=f"epoch {epoch} valid recall@"
+                                f"{config.early_stopping_k} {recall:.4f} (best {best['recall']:.4f})")
+                self._save_checkpoint(tower, optimizer, epoch, best, best_state, fingerprint, stale)
+                if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                    break
+        tower.load_state_dict(best_state)
+        tower.eval()
+        return {"best_epoch": best["epoch"], "best_valid_recall": best["recall"],
+                "early_stopping_k": config.early_stopping_k, "history": self.history,
+                "examples": n_examples, "fingerprint": fingerprint}
+
+    def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
+        config = self.config
+        items = torch.cat([batch_triggers, batch_candidates])
+        embeddings = tower(items)
+        trigger_embeddings, candidate_embeddings = embeddings.split(len(batch_triggers))
+        log_q = log_q_table[batch_candidates] if log_q_table is not None else None
+        loss, _ = sampled_softmax_loss(trigger_embeddings, candidate_embeddings, batch_triggers,
+                                       batch_candidates, config.temperature, batch_weights,
+                                       log_q)
+        return loss
+
+
+def save_training_summary(model_dir: Path, summary: dict) -> None:
+    atomic_write_json(model_dir / "training.json", summary)
+
+
+def build_tower_config(n_items: int, config: TrainConfig, text_dim: int = 0,
+                       visual_dim: int = 0, heads: list[str] | None = None) -> TowerConfig:
+    return TowerConfig(n_items=n_items, id_dim=config.id_dim, embedding_dim=config.embedding_dim,
+                       hidden_dims=config.hidden_dims, use_id=config.use_id,
+                       text_dim=text_dim if config.use_text else 0,
+                       visual_dim=visual_dim if config.use_visual else 0,
+                       id_dropout=config.id_dropout, heads=heads or ["main"])
