@@ -402,7 +402,8 @@ def parse_timestamps(text: pd.Series, row_numbers: np.ndarray, label: str,
     value that is neither raises :class:`InputError` naming ``label``, its row and ``column``.
     """
     text = text.astype(str).str.strip()
-    seconds = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    seconds = np.array(pd.to_numeric(text, errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan), copy=True)
     not_numeric = np.isnan(seconds)
     if not_numeric.any():
         parsed = pd.to_datetime(text[not_numeric], format="ISO8601", utc=True, errors="coerce")
@@ -526,11 +527,10 @@ def _interactions_from_text_frame(frame: pd.DataFrame, row_numbers: np.ndarray,
         "user_id": table["user_id"].astype(str),
         "item_id": table["item_id"].astype(str),
         "timestamp": timestamps,
-        "session_id": session_ids.to_numpy(dtype=object),
+        "session_id": pd.Series(session_ids.to_numpy(dtype=object), dtype=object),
         "weight": weights,
         "source_row": row_numbers.astype(np.int64),
     })
-    result["session_id"] = result["session_id"].astype(object)
 
     duplicate = result.duplicated(["user_id", "item_id", "timestamp"], keep="first").to_numpy()
     if duplicate.any():
