@@ -229,6 +229,15 @@ def _topic_overlap(ranked: np.ndarray, triggers: np.ndarray, topic_matrix,
     return PerTrigger(num, den)
 
 
+def _selection(top: np.ndarray, valid: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """(n_rows, n_items) sparse matrix counting each row's non-padding items, so that
+    ``_selection(...) @ X`` sums the rows of ``X`` over every list without materialising
+    an (n_rows, k, dim) gather."""
+    rows, cols = np.nonzero(valid)
+    data = np.ones(rows.shape[0], dtype=np.float64)
+    return sp.csr_matrix((data, (rows, top[rows, cols])), shape=(top.shape[0], n_items))
+
+
 def _normalised(item_vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(item_vectors, dtype=np.float64)
     if v.ndim != 2:
@@ -324,11 +333,8 @@ def content_similarity_at_k(ranked: np.ndarray, triggers: np.ndarray,
     n = ranked.shape[0]
     valid = top >= 0
     n_valid = valid.sum(axis=1).astype(np.float64)
-    sims = np.zeros(n, dtype=np.float64)
-    if top.shape[1]:
-        for a, b in _row_chunks(n, top.shape[1] * max(1, v.shape[1])):
-            g = v[np.where(valid[a:b], top[a:b], 0)] * valid[a:b, :, None]
-            sims[a:b] = np.einsum("rkd,rd->r", g, v[triggers[a:b]])
+    s = _selection(top, valid, n_items) @ v  # (n, dim): sum of each list's unit vectors
+    sims = np.einsum("rd,rd->r", s, v[triggers])
     mean = np.divide(sims, n_valid, out=np.zeros(n), where=n_valid > 0)
     has_content = np.any(v[triggers] != 0, axis=1) if n else np.zeros(0, dtype=bool)
     return PerTrigger(np.where(has_content, mean, 0.0), has_content.astype(np.float64))
@@ -458,13 +464,11 @@ def intra_list_diversity_at_k(ranked: np.ndarray, item_vectors: np.ndarray,
     n = ranked.shape[0]
     valid = top >= 0
     m = valid.sum(axis=1).astype(np.float64)
-    sum_cos = np.zeros(n, dtype=np.float64)
-    if top.shape[1]:
-        for a, b in _row_chunks(n, top.shape[1] * max(1, v.shape[1])):
-            g = v[np.where(valid[a:b], top[a:b], 0)] * valid[a:b, :, None]
-            s = g.sum(axis=1)
-            # sum_{i<j} cos(i, j) = (|sum_i v_i|^2 - sum_i |v_i|^2) / 2
-            sum_cos[a:b] = 0.5 * (np.einsum("rd,rd->r", s, s) - np.einsum("rkd,rkd->r", g, g))
+    sel = _selection(top, valid, v.shape[0])
+    s = sel @ v  # (n, dim): sum of each list's unit vectors
+    sq = sel @ np.any(v != 0, axis=1).astype(np.float64)  # sum_i |v_i|^2 (1, or 0 if no content)
+    # sum_{i<j} cos(i, j) = (|sum_i v_i|^2 - sum_i |v_i|^2) / 2
+    sum_cos = 0.5 * (np.einsum("rd,rd->r", s, s) - sq)
     pairs = m * (m - 1.0) / 2.0
     has_pairs = pairs > 0
     ild = np.divide(pairs - sum_cos, pairs, out=np.zeros(n), where=has_pairs)
