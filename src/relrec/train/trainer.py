@@ -77,7 +77,7 @@ def item_embeddings(tower: ItemTower, known: np.ndarray, head: str | None = None
     out = []
     for start in range(0, n_items, batch_size):
         items = torch.arange(start, min(start + batch_size, n_items))
-        out.append(tower(items, head=head, known=torch.as_tensor(known[start:start + len(items)]))
+        out.append(tower(items, head=head, known=torch.as_tensor(np.array(known[start:start + len(items)])))
                    .numpy())
     return np.concatenate(out).astype(np.float32)
 
@@ -192,7 +192,7 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    epoch_loss += float(loss)
+                    epoch_loss += float(loss.detach())
                     progress.update(task, advance=1,
                                     status=f"epoch {epoch} loss {epoch_loss / (batch + 1):.3f}")
                 recall = validation_recall(tower, eligible, known, valid_triggers, valid_targets,
