@@ -1,0 +1,109 @@
+"""End to end through the public CLI on a small subset of the real ml-latest-small."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from relrec.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def subset_files(movielens_small_dir, tmp_path_factory):
+    """The 40 most active users' ratings plus all movies (titles only; genres as topics)."""
+    directory = tmp_path_factory.mktemp("ml-subset")
+    ratings = pd.read_csv(movielens_small_dir / "ratings.csv", dtype=str)
+    ratings = ratings[ratings["movieId"] != "999999"]  # the one planted unknown id
+    users = ratings["userId"].value_counts().index[:40]
+    subset = ratings[ratings["userId"].isin(users)].rename(
+        columns={"userId": "user_id", "movieId": "item_id", "rating": "weight"})
+    subset.to_csv(directory / "interactions.csv", index=False)
+    movies = pd.read_csv(movielens_small_dir / "movies.csv", dtype=str)
+    items = pd.DataFrame({"item_id": movies["movieId"], "title": movies["title"],
+                          "topics": movies["genres"].replace("(no genres listed)", "")})
+    items.to_csv(directory / "items.csv", index=False)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trained_run(subset_files, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "ml"
+    result = runner.invoke(app, ["prepare", "--interactions", str(subset_files / "interactions.csv"),
+                                 "--items", str(subset_files / "items.csv"), "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", str(run_dir), "--preset", "cf", "--epochs", "2",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_prepare_writes_manifest_and_tables(trained_run):
+    manifest = json.loads((trained_run / "manifest.json").read_text())
+    assert manifest["rows"]["items"] == 9742
+    assert manifest["pairs"]["train_pairs_total"] > 10_000
+    assert manifest["pairs"]["test_pairs"] > 0
+    assert set(manifest["inputs"]) == {"interactions", "items"}
+    assert len(manifest["inputs"]["interactions"]["sha256"]) == 64
+    assert manifest["train"]["best_epoch"] >= 0
+    assert (trained_run / "model" / "weights.safetensors").exists()
+
+
+def test_evaluate_json_has_intervals_for_model_and_peers(trained_run):
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--json", "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    for system in ("model", "popularity", "covisitation"):
+        recall = metrics["systems"][system]["all"]["recall@10"]
+        assert recall["low"] <= recall["value"] <= recall["high"]
+        for key in ("topic_match_rate@10", "popular_share@10", "novelty@10", "coverage@10",
+                    "ndcg@100"):
+            assert key in metrics["systems"][system]["all"]
+        assert "popular_triggers" in metrics["systems"][system]
+    # the trained model beats a constant popularity list on engagement
+    model = metrics["systems"]["model"]["all"]["recall@50"]["value"]
+    assert model > metrics["systems"]["popularity"]["all"]["recall@50"]["value"]
+    assert "recall@10" in metrics["paired_differences"]["model - covisitation"]["all"]
+    manifest = json.loads((trained_run / "manifest.json").read_text())
+    assert manifest["evaluation_test"]["systems"]["model"]["all"]["recall@10"] == \
+        metrics["systems"]["model"]["all"]["recall@10"]
+
+
+def test_export_and_recommend(trained_run, tmp_path):
+    out = tmp_path / "related.parquet"
+    result = runner.invoke(app, ["export", str(trained_run), "--out", str(out), "--k", "5",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pandas()
+    assert list(table.columns) == ["trigger", "item", "rank", "score"]
+    assert (table["trigger"] != table["item"]).all()
+    assert table.groupby("trigger")["rank"].max().max() == 5
+    assert table["trigger"].map(type).eq(str).all()
+    result = runner.invoke(app, ["recommend", str(trained_run), "1", "--k", "5"])
+    assert result.exit_code == 0, result.output
+    assert "Toy Story" in result.output
+    result = runner.invoke(app, ["recommend", str(trained_run), "no-such-item"])
+    assert result.exit_code == 2 and "unknown item id" in result.output
+
+
+def test_similar_items_library_call_matches_export(trained_run, tmp_path):
+    from relrec.index.related import RelatedItems
+
+    model = RelatedItems.load(trained_run)
+    ids, scores = model.similar_items(["1", "260"], k=5)
+    assert ids.shape == (2, 5) and scores.shape == (2, 5)
+    assert "1" not in ids[0] and (scores[:, :-1] >= scores[:, 1:]).all()
+
+
+def test_console_entry_point_runs_without_traceback(trained_run):
+    completed = subprocess.run([sys.executable, "-m", "relrec.cli", "recommend", str(trained_run),
+                                "260", "--k", "3"], capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "120"})
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
