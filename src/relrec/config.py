@@ -26,6 +26,9 @@ class PrepareConfig(_Section):
         None, description="drop interactions whose weight/rating is below this (None keeps all)"
     )
     eval_lookahead: int = Field(3, ge=1, description="groups searched for the next distinct item")
+    max_target_group: int = Field(
+        10, ge=1, description="an evaluation trigger whose next group holds more items than "
+        "this (a bulk import, not a 'next item') is left out of the held-out pairs, counted")
     duckdb_memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
     duckdb_threads: int | None = None
 

@@ -86,6 +86,7 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
         events.loc[events["period"] == 0, "item_index"].to_numpy(), minlength=n_items)
     in_train = train_interactions > 0
     evaluation = {}
+    bulk_counts = {"valid": 0, "test": 0}
     for name, period_code in (("valid", VALID), ("test", TEST)):
         if period_code == TEST and split.test_start is None:
             evaluation[name] = pd.DataFrame(
@@ -97,6 +98,11 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
             next_item_pairs_sql("sessionized", period_code, config.eval_lookahead)
             + " ORDER BY user_id, session_key, trigger_position, trigger_index, target_index"
         ).df()
+        group_size = frame.groupby(["user_id", "session_key", "trigger_position",
+                                    "trigger_index"])["target_index"].transform("size")
+        bulk = group_size.to_numpy() > config.max_target_group
+        bulk_counts[name] = int(bulk.sum())
+        frame = frame[~bulk]
         frame = frame[["trigger_index", "target_index"]].astype("int64").reset_index(drop=True)
         frame["cold"] = ~(in_train[frame["trigger_index"].to_numpy()]
                           & in_train[frame["target_index"].to_numpy()])
@@ -119,6 +125,8 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
         "valid_pairs_cold": int(evaluation["valid"]["cold"].sum()),
         "test_pairs": int(len(evaluation["test"])),
         "test_pairs_cold": int(evaluation["test"]["cold"].sum()),
+        "valid_pairs_left_out_bulk_groups": bulk_counts["valid"],
+        "test_pairs_left_out_bulk_groups": bulk_counts["test"],
         "items_in_train": int(in_train.sum()),
         "sessions_from": "session_id column" if use_given_sessions else
         f"gap > {config.session_gap_seconds}s",
