@@ -32,3 +32,11 @@ def posters_dir() -> Path:
 @pytest.fixture(scope="session")
 def videos_dir() -> Path:
     return require_shared("microlens-sample-videos")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread_torch():
+    """Tiny test models run faster on one thread, and results do not depend on thread count."""
+    import torch
+
+    torch.set_num_threads(1)

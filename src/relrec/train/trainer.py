@@ -155,8 +155,9 @@ class Trainer:
                                      weight_decay=config.weight_decay)
         log_q_table = (log_sampling_probability(torch.as_tensor(candidate_frequency))
                        if config.logq_correction else None)
-        fingerprint = config_fingerprint({**fingerprint_payload,
-                                          "train": config.model_dump(mode="json")})
+        # the stopping rule may change between a killed run and its resume; nothing else
+        fingerprint = config_fingerprint({**fingerprint_payload, "train": config.model_dump(
+            mode="json", exclude={"max_epochs", "patience", "num_threads"})})
         resumed = self._load_checkpoint(tower, optimizer, fingerprint)
         start_epoch, best, best_state, stale = 0, {"epoch": -1, "recall": -1.0}, None, 0
         if resumed is not None:
