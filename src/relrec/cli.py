@@ -204,6 +204,32 @@ def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument
     console.print(table)
 
 
+@app.command()
+@user_errors
+def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
+          compare: Optional[Path] = typer.Option(None, "--compare", help="a second run, side by side"),
+          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          precomputed: Optional[Path] = typer.Option(
+              None, help="exported related lists (default: RUN_DIR/export/related.parquet if present)"),
+          exact: bool = typer.Option(False, "--exact", help="ignore exported lists; always the index"),
+          images: Optional[Path] = typer.Option(None, help="the only folder images are served from"),
+          state_dir: Optional[Path] = typer.Option(None, help="snapshots (default RUN_DIR/serve_state)"),
+          admin_token: Optional[str] = typer.Option(None, envvar="RELREC_ADMIN_TOKEN",
+                                                    help="enables /admin/* (Bearer token)"),
+          blocklist: Optional[Path] = typer.Option(None, help="item ids never recommended, one a line"),
+          watch: bool = typer.Option(False, "--watch", help="reload when the bundle files change"),
+          max_k: int = typer.Option(200, min=1), max_batch: int = typer.Option(100, min=1),
+          max_body_bytes: int = typer.Option(256 * 1024, min=1024),
+          log_level: str = typer.Option("info")):
+    """HTTP service + web explorer (FastAPI/uvicorn); see src/relrec/serve."""
+    from relrec.serve.server import run_server
+
+    run_server(run_dir, host=host, port=port, log_level=log_level, compare_dir=compare,
+               precomputed=precomputed, use_precomputed=not exact, image_root=images,
+               state_dir=state_dir, admin_token=admin_token, blocklist=blocklist, watch=watch,
+               max_k=max_k, max_batch=max_batch, max_body_bytes=max_body_bytes)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

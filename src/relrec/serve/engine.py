@@ -1,0 +1,555 @@
+"""What the service computes: related lists with request-time filters and reasons.
+
+:class:`ServedModel` wraps one loaded bundle (a :class:`~relrec.index.related.RelatedItems`
+built from a staged, verified snapshot) and adds what the index alone does not do:
+
+* request-time filters (exclude ids, a blocklist, unavailable items) — the index is asked for
+  enough extra rows that k survive the filters;
+* precomputed mode — the exported related lists are a key lookup (an (n_items, K) array);
+  a trigger not in the export, a k larger than K or a list the filters cut below k falls back
+  to the index;
+* items added at run time from their metadata (``POST /admin/items``): an immutable snapshot
+  of extra vectors searched beside the index and merged by score; replaced, never mutated;
+* reasons per recommended item: shared topics (display only — topics never rank anything),
+  text similarity, co-engagement count in the training pairs;
+* the content path for a new item's metadata (``by-content``).
+
+Hooks for models that are not built yet: when the wrapped model has a
+``related(trigger_indices, k, alpha=, diversify=)`` method (two heads + quota merge, CAViaR
+re-ranking) it is called for α / diversify requests; otherwise the plain path is used and α is
+ignored with a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from relrec.index.related import RelatedItems
+from relrec.serve.bundle import StagedBundle
+
+log = logging.getLogger("relrec.serve")
+
+
+class ServeError(Exception):
+    """A request the service refuses: becomes a 4xx JSON error (never a 500)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+# -- text encoding ---------------------------------------------------------------------------
+def item_text(items: pd.DataFrame) -> list[str]:
+    """Title + description + tags (never topics), as the content stage embeds them."""
+    try:
+        from relrec.content.text import item_text as shared_item_text
+        return list(shared_item_text(items))
+    except ImportError:
+        pass
+    texts = []
+    for row in items.itertuples(index=False):
+        parts = [str(getattr(row, "title", "") or "")]
+        description = getattr(row, "description", None)
+        if isinstance(description, str) and description:
+            parts.append(description)
+        tags = getattr(row, "tags", None)
+        if tags is not None and len(tags):
+            parts.append(", ".join(str(tag) for tag in tags))
+        texts.append(". ".join(parts))
+    return texts
+
+
+def default_text_encoder(model_name: str):
+    """``relrec.content.text.TextEncoder`` when present, else sentence-transformers directly."""
+    try:
+        from relrec.content.text import TextEncoder
+        return TextEncoder(model_name)
+    except ImportError:
+        pass
+    from sentence_transformers import SentenceTransformer
+
+    class _Encoder:
+        def __init__(self, name):
+            self.model = SentenceTransformer(name, device="cpu")
+
+        def encode(self, texts):
+            return np.asarray(self.model.encode(list(texts), normalize_embeddings=True,
+                                                batch_size=64), dtype=np.float32)
+
+    return _Encoder(model_name)
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+# -- items added at run time -----------------------------------------------------------------
+@dataclass(frozen=True)
+class ExtraItems:
+    """Immutable snapshot of run-time items; index ``n_items + j`` is row j."""
+    ids: tuple[str, ...] = ()
+    records: tuple[dict, ...] = ()
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    text: np.ndarray | None = None  # normalised text vectors of the extras (when encoded)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Ranked:
+    triggers: list[int]
+    indices: list[int]
+    scores: list[float]
+    mode: str
+    notes: list[str]
+
+
+class ServedModel:
+    def __init__(self, name: str, staged: StagedBundle, *, image_root: Path | None,
+                 text_encoder_factory: Callable[[str], object] = default_text_encoder,
+                 cache_dir: Path | None = None, index_kind: str | None = None):
+        self.name = name
+        self.staged = staged
+        self.version = staged.version
+        self.related = RelatedItems.load(staged.path, index_kind=index_kind)
+        self.run = self.related.run
+        self.source = staged.source
+        self.tower = self._load_tower()
+        self.n_items = self.run.n_items
+        self.image_root = image_root
+        self.text_encoder_factory = text_encoder_factory
+        self.cache_dir = cache_dir
+        self._text_lock = threading.Lock()
+        self._encoder = None
+        items = self.run.items
+        self.titles = items["title"].fillna("").astype(str).to_numpy(dtype=object)
+        self.titles_lower = [title.lower() for title in self.titles]
+        self.topics = [list(topics) if topics is not None else [] for topics in items["topics"]]
+        self.images = items["image"].to_numpy(dtype=object) if "image" in items else \
+            np.full(self.n_items, None, dtype=object)
+        self.popularity = self.run.candidate_frequency.astype(np.int64)
+        self.main_head = self.related.head
+        self.embeddings = self.related.embeddings[self.main_head]
+        self.eligible = self.related.eligible
+        self.n_eligible = int(self.eligible.sum())
+        self._load_pairs()
+        self._load_text_vectors()
+        self._load_precomputed()
+        self.extras = ExtraItems()
+        self.has_reranker = (staged.source / "rerank").is_dir()
+
+    # -- loading ---------------------------------------------------------------------------
+    def _load_tower(self):
+        from relrec.model.tower import ItemTower
+        from relrec.train.content_inputs import attach_content
+
+        tower = ItemTower.load(self.staged.path / "model")
+        attach_content(tower, self.run)
+        return tower
+
+    def _load_pairs(self) -> None:
+        path = self.staged.path / "pairs" / "train_pairs.parquet"
+        self.pair_keys = np.zeros(0, np.int64)
+        self.pair_counts = np.zeros(0, np.int64)
+        if not path.is_file():
+            return
+        frame = pd.read_parquet(path)
+        count_column = "pair_count" if "pair_count" in frame else "count"
+        n = np.int64(self.n_items)
+        t = frame["trigger_index"].to_numpy(np.int64)
+        c = frame["candidate_index"].to_numpy(np.int64)
+        counts = frame[count_column].to_numpy(np.int64)
+        # co-engagement is symmetric for explanations: count both directions
+        low, high = np.minimum(t, c), np.maximum(t, c)
+        keys = low * n + high
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order]
+        unique, starts = np.unique(keys, return_index=True)
+        self.pair_keys = unique
+        self.pair_counts = np.add.reduceat(counts, starts) if len(counts) else counts
+
+    def _load_text_vectors(self) -> None:
+        self.text_vectors = None
+        self.text_ok = None
+        path = self.staged.path / "content" / "text.npy"
+        if path.is_file():
+            self.text_vectors = _normalise(np.load(path, allow_pickle=False))
+            ok_path = self.staged.path / "content" / "text_ok.npy"
+            self.text_ok = (np.load(ok_path, allow_pickle=False).astype(bool) if ok_path.is_file()
+                            else np.ones(self.n_items, bool))
+
+    def _load_precomputed(self) -> None:
+        self.pre_indices = None
+        self.pre_k = 0
+        if self.staged.precomputed is None:
+            return
+        frame = pd.read_parquet(self.staged.precomputed, columns=["trigger", "item", "rank", "score"])
+        lookup = pd.Series(np.arange(self.n_items), index=self.run.item_ids.astype(str))
+        trigger = lookup.reindex(frame["trigger"].astype(str)).to_numpy()
+        item = lookup.reindex(frame["item"].astype(str)).to_numpy()
+        valid = ~(np.isnan(trigger) | np.isnan(item))
+        trigger, item = trigger[valid].astype(np.int64), item[valid].astype(np.int64)
+        rank = frame["rank"].to_numpy(np.int64)[valid]
+        score = frame["score"].to_numpy(np.float32)[valid]
+        k = int(rank.max()) if len(rank) else 0
+        indices = np.full((self.n_items, k), -1, np.int64)
+        scores = np.full((self.n_items, k), -np.inf, np.float32)
+        indices[trigger, rank - 1] = item
+        scores[trigger, rank - 1] = score
+        self.pre_indices, self.pre_scores, self.pre_k = indices, scores, k
+        self.pre_has = np.zeros(self.n_items, bool)
+        self.pre_has[trigger] = True
+        self.pre_length = (indices >= 0).sum(axis=1)
+        log.info("%s: precomputed lists for %d items (K=%d)", self.name, int(self.pre_has.sum()), k)
+
+    # -- info ------------------------------------------------------------------------------
+    @property
+    def heads(self) -> list[str]:
+        return list(self.related.heads)
+
+    @property
+    def two_heads(self) -> bool:
+        return len(self.heads) > 1
+
+    @property
+    def model_path(self) -> str:
+        config = self.tower.config
+        return "tower" if (config.text_dim or config.visual_dim) else "id_only"
+
+    def info(self) -> dict:
+        config = self.tower.config
+        train = self.run.manifest.get("config", {}).get("train", {})
+        return {"name": self.name, "version": self.version, "run_dir": str(self.source),
+                "preset": train.get("preset"), "heads": self.heads,
+                "two_heads": self.two_heads, "n_items": self.n_items,
+                "n_candidates": self.n_eligible + len(self.extras),
+                "n_added_items": len(self.extras),
+                "precomputed_k": self.pre_k,
+                "text_input": bool(config.text_dim), "visual_input": bool(config.visual_dim),
+                "reranker": self.has_reranker}
+
+    # -- ids and metadata ------------------------------------------------------------------
+    def index_of(self, item_id: str) -> int | None:
+        index = self.run.index_of_id.get(item_id)
+        if index is not None:
+            return index
+        extras = self.extras
+        try:
+            return self.n_items + extras.ids.index(item_id)
+        except ValueError:
+            return None
+
+    def require_indices(self, item_ids: Sequence[str]) -> list[int]:
+        indices, unknown = [], []
+        for item_id in item_ids:
+            index = self.index_of(item_id)
+            (unknown.append(item_id) if index is None else indices.append(index))
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+            raise ServeError(404, "unknown_item", f"unknown item id(s): {shown}")
+        return indices
+
+    def exclusion_indices(self, item_ids) -> set[int]:
+        """Indices of known ids (unknown ids in an exclude list are ignored)."""
+        out = set()
+        for item_id in item_ids:
+            index = self.index_of(str(item_id))
+            if index is not None:
+                out.add(index)
+        return out
+
+    def item_id(self, index: int) -> str:
+        if index < self.n_items:
+            return str(self.run.item_ids[index])
+        return self.extras.ids[index - self.n_items]
+
+    def title(self, index: int) -> str:
+        if index < self.n_items:
+            return str(self.titles[index])
+        return str(self.extras.records[index - self.n_items].get("title", ""))
+
+    def item_topics(self, index: int) -> list[str]:
+        if index < self.n_items:
+            return self.topics[index]
+        return list(self.extras.records[index - self.n_items].get("topics") or [])
+
+    def image_path(self, index: int) -> Path | None:
+        """The item's image, only when it lies inside the configured image folder."""
+        if self.image_root is None or index >= self.n_items:
+            return None
+        raw = self.images[index]
+        if not isinstance(raw, str) or not raw or "://" in raw:
+            return None
+        try:
+            path = Path(raw)
+            if not path.is_absolute():
+                path = self.image_root / path
+            path = path.resolve()
+        except (OSError, RuntimeError, ValueError):
+            return None
+        if not path.is_relative_to(self.image_root) or not path.is_file():
+            return None
+        return path
+
+    def describe(self, index: int) -> dict:
+        image = self.image_path(index)
+        return {"item_id": self.item_id(index), "title": self.title(index),
+                "topics": self.item_topics(index),
+                "image_url": f"/images/{self.name}/{self.item_id(index)}" if image else None}
+
+    def search_titles(self, query: str, limit: int) -> list[dict]:
+        query = query.strip().lower()
+        if not query:
+            return []
+        hits = [i for i, title in enumerate(self.titles_lower) if query in title]
+        hits.sort(key=lambda i: (not self.titles_lower[i].startswith(query), -self.popularity[i]))
+        return [self.describe(i) for i in hits[:limit]]
+
+    # -- reasons ---------------------------------------------------------------------------
+    def co_engagement(self, a: int, b: int) -> int:
+        if a >= self.n_items or b >= self.n_items or not len(self.pair_keys):
+            return 0
+        key = min(a, b) * self.n_items + max(a, b)
+        position = np.searchsorted(self.pair_keys, key)
+        if position < len(self.pair_keys) and self.pair_keys[position] == key:
+            return int(self.pair_counts[position])
+        return 0
+
+    def _text_vector(self, index: int) -> np.ndarray | None:
+        if index >= self.n_items:
+            extras = self.extras
+            return None if extras.text is None else extras.text[index - self.n_items]
+        if self.text_vectors is None or not self.text_ok[index]:
+            return None
+        return self.text_vectors[index]
+
+    def reasons(self, triggers: list[int], index: int, trigger_text: np.ndarray | None = None,
+                trigger_topics: list[str] | None = None) -> dict:
+        topics = set(self.item_topics(index))
+        shared: set[str] = set()
+        for trigger in triggers:
+            shared |= topics & set(self.item_topics(trigger))
+        if trigger_topics:
+            shared |= topics & set(trigger_topics)
+        similarity = None
+        candidate_text = self._text_vector(index)
+        if candidate_text is not None:
+            vectors = [self._text_vector(t) for t in triggers]
+            if trigger_text is not None:
+                vectors.append(trigger_text)
+            values = [float(candidate_text @ v) for v in vectors if v is not None]
+            similarity = round(max(values), 4) if values else None
+        return {"shared_topics": sorted(shared), "text_similarity": similarity,
+                "co_engagement_count": sum(self.co_engagement(t, index) for t in triggers)}
+
+    # -- ranking ---------------------------------------------------------------------------
+    def _trigger_embedding(self, index: int) -> np.ndarray:
+        if index < self.n_items:
+            return self.embeddings[index]
+        return self.extras.embeddings[index - self.n_items]
+
+    def _extra_scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        extras = self.extras
+        if not len(extras):
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return extras.embeddings @ query, self.n_items + np.arange(len(extras), dtype=np.int64)
+
+    @staticmethod
+    def _take(indices: np.ndarray, scores: np.ndarray, banned: set[int], k: int):
+        out_i, out_s = [], []
+        for index, score in zip(indices.tolist(), scores.tolist()):
+            if index < 0 or index in banned or not np.isfinite(score):
+                continue
+            out_i.append(index)
+            out_s.append(score)
+            if len(out_i) == k:
+                break
+        return out_i, out_s
+
+    def _merge_extras(self, query, indices, scores, banned, k):
+        extra_scores, extra_indices = self._extra_scores(query)
+        if len(extra_indices):
+            indices = np.concatenate([np.asarray(indices, np.int64), extra_indices])
+            scores = np.concatenate([np.asarray(scores, np.float32), extra_scores])
+            order = np.argsort(-scores, kind="stable")
+            indices, scores = indices[order], scores[order]
+        return self._take(np.asarray(indices), np.asarray(scores), banned, k)
+
+    def _index_search(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, indices = self.related.indexes[self.main_head].search(query[None, :], fetch)
+        return indices[0], scores[0]
+
+    def rank(self, triggers: list[int], k: int, *, banned: set[int], alpha: float | None = None,
+             diversify: bool = False, precomputed: bool = True) -> Ranked:
+        """One list for one trigger (or a session of triggers, most recent last)."""
+        notes: list[str] = []
+        banned = set(banned) | set(triggers)
+        hook = getattr(self.related, "related", None)
+        if alpha is not None and hook is None:
+            notes.append("alpha ignored: this model has a single head" if not self.two_heads else
+                         "alpha ignored: this run has no quota merge yet; main head used")
+        fetch = min(k + len(banned), self.n_eligible)
+        single = len(triggers) == 1
+        trigger = triggers[-1]
+        if single and precomputed and self.pre_indices is not None and trigger < self.n_items \
+                and self.pre_has[trigger] and not diversify \
+                and (alpha is None or hook is None):
+            row_i, row_s = self.pre_indices[trigger], self.pre_scores[trigger]
+            complete = self.pre_length[trigger] < self.pre_k  # the export held every candidate
+            query = self.embeddings[trigger]
+            indices, scores = self._merge_extras(query, row_i, row_s, banned, k)
+            if len(indices) == k or complete:
+                return Ranked(triggers, indices, scores, "precomputed", notes)
+            notes.append("precomputed list too short after filters; index used")
+        if single and hook is not None and trigger < self.n_items and (alpha is not None or diversify):
+            scores, indices = hook(np.asarray([trigger]), fetch, alpha=alpha, diversify=diversify)
+            indices, scores = self._take(np.asarray(indices)[0], np.asarray(scores)[0], banned, k)
+            return Ranked(triggers, indices, scores, "index", notes)
+        if single:
+            query = self._trigger_embedding(trigger)
+        else:  # a session: recency-weighted mean of the items' embeddings
+            weights = 0.5 ** np.arange(len(triggers) - 1, -1, -1, dtype=np.float32)
+            stacked = np.stack([self._trigger_embedding(t) for t in triggers])
+            query = _normalise((weights[:, None] * stacked).sum(axis=0))
+        indices, scores = self._index_search(query, fetch)
+        indices, scores = self._merge_extras(query, indices, scores, banned, k)
+        return Ranked(triggers, indices, scores, "index", notes)
+
+    # -- content path ----------------------------------------------------------------------
+    @property
+    def text_model_name(self) -> str:
+        content = self.run.manifest.get("config", {}).get("content", {})
+        return content.get("text_model") or "all-MiniLM-L6-v2"
+
+    def encoder(self):
+        with self._text_lock:
+            if self._encoder is None:
+                self._encoder = self.text_encoder_factory(self.text_model_name)
+            return self._encoder
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return _normalise(np.asarray(self.encoder().encode(texts), dtype=np.float32))
+
+    def catalogue_text(self) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised catalogue text vectors: the run's content/text.npy or a serve-side cache."""
+        if self.text_vectors is not None:
+            return self.text_vectors, self.text_ok
+        with self._text_lock:
+            if self.text_vectors is not None:
+                return self.text_vectors, self.text_ok
+            texts = item_text(self.run.items)
+            key = hashlib.sha256(("\n".join(texts) + "\0" + self.text_model_name).encode()
+                                 ).hexdigest()[:16]
+            cache = self.cache_dir / f"text-{key}.npy" if self.cache_dir else None
+            if cache is not None and cache.is_file():
+                vectors = np.load(cache, allow_pickle=False)
+            else:
+                log.info("%s: encoding %d catalogue texts for the content path", self.name,
+                         len(texts))
+                if self._encoder is None:
+                    self._encoder = self.text_encoder_factory(self.text_model_name)
+                vectors = _normalise(np.asarray(self._encoder.encode(texts), np.float32))
+                if cache is not None:
+                    try:
+                        cache.parent.mkdir(parents=True, exist_ok=True)
+                        temporary = cache.with_name(f".{cache.name}.tmp.npy")
+                        np.save(temporary, vectors)
+                        temporary.replace(cache)
+                    except OSError as error:
+                        log.warning("could not cache text vectors at %s: %s", cache, error)
+            self.text_vectors, self.text_ok = vectors, np.ones(self.n_items, bool)
+            return self.text_vectors, self.text_ok
+
+    @torch.no_grad()
+    def tower_embedding(self, text: np.ndarray | None) -> np.ndarray:
+        """The tower's embedding of a new item: cold ID row + its text (+ missing visual)."""
+        tower = self.tower
+        config = tower.config
+        parts = []
+        if config.use_id:
+            parts.append(tower.id_embedding(torch.tensor([tower.out_of_vocabulary_row])))
+        if config.text_dim:
+            if text is None:
+                parts.append(tower.text_missing[None, :])
+            else:
+                parts.append(tower.text_projection(torch.as_tensor(text[None, :], dtype=torch.float32)))
+        if config.visual_dim:
+            parts.append(tower.visual_missing[None, :])
+        shared = tower.shared(torch.cat(parts, dim=-1))
+        return F.normalize(tower.heads[self.main_head](shared), dim=-1)[0].numpy()
+
+    def content_vector(self, record: dict) -> tuple[np.ndarray, np.ndarray, str]:
+        """(model-space embedding, text vector, path) of a new item's metadata."""
+        frame = pd.DataFrame([{"title": record.get("title") or "",
+                               "description": record.get("description"),
+                               "tags": list(record.get("tags") or [])}])
+        text = self.encode_texts(item_text(frame))[0]
+        if self.tower.config.text_dim:
+            if len(text) != self.tower.config.text_dim:
+                raise ServeError(422, "content_unavailable",
+                                 "the text encoder's dimension does not match the model's")
+            return self.tower_embedding(text), text, "tower"
+        vectors, ok = self.catalogue_text()
+        if vectors.shape[1] != len(text):
+            raise ServeError(422, "content_unavailable",
+                             "the text encoder's dimension does not match the catalogue's")
+        similarity = vectors @ text
+        similarity[~(ok & self.eligible)] = -np.inf
+        top = np.argsort(-similarity)[:10]
+        top = top[np.isfinite(similarity[top])]
+        weights = np.maximum(similarity[top], 0)[:, None] + 1e-6
+        embedding = _normalise((weights * self.embeddings[top]).sum(axis=0))
+        return embedding, text, "content_knn"
+
+    def rank_content(self, record: dict, k: int, banned: set[int]) -> tuple[list, list, str, np.ndarray]:
+        embedding, text, path = self.content_vector(record)
+        if path == "tower":
+            fetch = min(k + len(banned), self.n_eligible)
+            indices, scores = self._index_search(embedding, fetch)
+            indices, scores = self._merge_extras(embedding, indices, scores, banned, k)
+            return indices, scores, path, text
+        # content kNN over the catalogue's text vectors (the model has no text input)
+        vectors, ok = self.catalogue_text()
+        similarity = vectors @ text
+        similarity[~ok] = -np.inf
+        fetch = min(k + len(banned), self.n_items)
+        top = np.argpartition(-similarity, fetch - 1)[:fetch] if fetch < self.n_items else \
+            np.arange(self.n_items)
+        top = top[np.argsort(-similarity[top], kind="stable")]
+        indices, scores = self._take(top, similarity[top], banned, k)
+        return indices, scores, path, text
+
+    def with_extras(self, records: list[dict]) -> tuple[ExtraItems, list[str]]:
+        """A new extras snapshot with ``records`` added or replaced (not yet installed)."""
+        current = self.extras
+        ids = list(current.ids)
+        stored = list(current.records)
+        embeddings = list(current.embeddings) if len(current) else []
+        texts = list(current.text) if current.text is not None and len(current) else []
+        paths = []
+        for record in records:
+            embedding, text, path = self.content_vector(record)
+            paths.append(path)
+            if record["item_id"] in ids:
+                position = ids.index(record["item_id"])
+                stored[position], embeddings[position], texts[position] = record, embedding, text
+            else:
+                ids.append(record["item_id"])
+                stored.append(record)
+                embeddings.append(embedding)
+                texts.append(text)
+        return ExtraItems(tuple(ids), tuple(stored), np.stack(embeddings).astype(np.float32),
+                          np.stack(texts).astype(np.float32)), paths
