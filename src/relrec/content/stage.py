@@ -55,3 +55,22 @@ def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *
                 manifest_content[key] = value
         run.manifest = update_manifest(run.run_dir, "content", manifest_content)
     return available
+
+
+def write_content(run: RunData, modality: str, vectors: np.ndarray, ok: np.ndarray | None = None,
+                  source: str = "user-provided vectors") -> None:
+    """Bring your own content vectors (n_items × dim, aligned with item_index) into a run."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != run.n_items:
+        raise ValueError(f"{modality} vectors must have shape ({run.n_items}, dim), "
+                         f"got {vectors.shape}")
+    ok = np.ones(len(vectors), dtype=bool) if ok is None else np.asarray(ok, dtype=bool)
+    vectors_path, ok_path = content_path(run.run_dir, modality)
+    vectors_path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(vectors_path, vectors)
+    np.save(ok_path, ok)
+    manifest_content = dict(run.manifest.get("content", {}))
+    manifest_content[modality] = {"dim": int(vectors.shape[1]), "source": source,
+                                  "items_with_content": int(ok.sum()),
+                                  "items_without_content": int((~ok).sum())}
+    run.manifest = update_manifest(run.run_dir, "content", manifest_content)
