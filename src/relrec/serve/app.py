@@ -195,34 +195,42 @@ class BodyLimitAndMetrics:
             await response(scope, receive, send)
             self.state.observe(scope, 413, time.perf_counter() - start)
             return
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
+        if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # no declared length (chunked): read up to the limit before the app sees anything
+            messages, received = [], 0
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":
+                    break
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge()
-            return message
+                    response = error_response(413, "body_too_large",
+                                              f"request body over the limit of {limit} bytes")
+                    await response(scope, receive, send)
+                    self.state.observe(scope, 413, time.perf_counter() - start)
+                    return
+                if not message.get("more_body", False):
+                    break
+            replay = iter(messages)
+
+            async def replay_receive():
+                try:
+                    return next(replay)
+                except StopIteration:
+                    return await receive()
+
+            downstream_receive = replay_receive
+        else:
+            downstream_receive = receive
 
         async def tracking_send(message):
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            response = error_response(413, "body_too_large",
-                                      f"request body over the limit of {limit} bytes")
-            await response(scope, receive, send)
-            status_holder["status"] = 413
+        await self.app(scope, downstream_receive, tracking_send)
         self.state.observe(scope, status_holder["status"], time.perf_counter() - start)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 # -- state --------------------------------------------------------------------------------
