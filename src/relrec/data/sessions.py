@@ -27,7 +27,7 @@ def sessionize_sql(events: str, session_gap_seconds: int, use_given_sessions: bo
         keyed = f"""
         keyed AS (
             SELECT user_id, item_index, timestamp, period,
-                   CAST(session_id AS VARCHAR) AS session_key
+                   CAST(session_id AS STRING) AS session_key
             FROM {events}
         )"""
     else:
@@ -50,7 +50,7 @@ def sessionize_sql(events: str, session_gap_seconds: int, use_given_sessions: bo
         ),
         keyed AS (
             SELECT e.user_id, e.item_index, e.timestamp, e.period,
-                   CAST(n.session_number AS VARCHAR) AS session_key
+                   CAST(n.session_number AS STRING) AS session_key
             FROM {events} e
             JOIN numbered n
               ON e.user_id = n.user_id AND e.period = n.period AND e.timestamp = n.timestamp

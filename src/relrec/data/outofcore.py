@@ -1,0 +1,274 @@
+"""Pair extraction larger than memory: DuckDB over Parquet, Parquet out (SPEC §1-2).
+
+:func:`extract_pairs_out_of_core` runs the *same* SQL text as the in-memory ``prepare`` stage
+(:func:`relrec.data.sessions.sessionize_sql`, :mod:`relrec.data.pairs`) directly over
+``read_parquet(...)`` of an interaction log, under ``SET memory_limit`` with a spill directory,
+and writes every result with ``COPY ... TO ... (FORMAT parquet)``. Nothing is materialised in
+pandas: item indices, the global time split, the bulk-group filter and the cold flags are all
+computed in SQL, so memory is bounded by DuckDB's limit whatever the log size.
+
+Input: a Parquet file (or glob) with ``user_id, item_id, timestamp`` and optionally
+``session_id`` — clean interactions (what ingest produces; duplicates are not removed here).
+Output (a ``pairs/`` directory as in docs/ARCHITECTURE.md, plus ``item_map.parquet``):
+``train_pairs.parquet`` (trigger_index, candidate_index, pair_count), ``valid_pairs.parquet``
+and ``test_pairs.parquet`` (trigger_index, target_index, cold), ``item_stats.parquet``
+(item_index, trigger_frequency, candidate_frequency, train_interactions, in_train). Rows are
+unordered (sorting a 100M-row result costs more than it is worth); the contents equal
+:func:`relrec.data.prepare.extract_pairs` on the same data (tested).
+
+Command line (used by ``benchmarks/bench_pairs_scaling.py``)::
+
+    python -m relrec.data.outofcore interactions.parquet OUT_DIR --memory-limit 2GB
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from relrec.config import PrepareConfig
+from relrec.data.pairs import item_frequency_sql, next_item_pairs_sql, training_pairs_sql
+from relrec.data.sessions import sessionize_sql
+from relrec.data.split import TEST, VALID, TimeSplit
+from relrec.errors import InputError
+
+
+def _sql_path(path: str | Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _higher_quantile_index(n: int, q: float) -> int:
+    """The 0-based sorted position ``np.quantile(x, q, method="higher")`` picks (numpy's own
+    float arithmetic, so the boundary is bit-for-bit the in-memory split's)."""
+    virtual = np.float64(n) * np.float64(q) + (1.0 + np.float64(q) * (1.0 - 1.0 - 1.0)) - 1.0
+    return int(min(max(np.ceil(virtual), 0), n - 1))
+
+
+def _quantile_higher(connection, events: str, n: int, q: float) -> int:
+    """Exact ``method="higher"`` quantile of ``timestamp`` from a per-timestamp histogram (no
+    global sort of the raw log)."""
+    position = _higher_quantile_index(n, q)
+    return int(connection.execute(f"""
+        WITH histogram AS (SELECT timestamp, COUNT(*) AS n FROM {events} GROUP BY timestamp),
+        cumulative AS (
+            SELECT timestamp, SUM(n) OVER (ORDER BY timestamp
+                                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c
+            FROM histogram)
+        SELECT MIN(timestamp) FROM cumulative WHERE c > {position}
+    """).fetchone()[0])
+
+
+def time_split_sql(connection, events: str, valid_fraction: float,
+                   test_fraction: float) -> TimeSplit:
+    """:func:`relrec.data.split.time_split` computed in SQL over a relation."""
+    if valid_fraction + test_fraction >= 1.0:
+        raise ValueError("valid_fraction + test_fraction must be < 1")
+    n = int(connection.execute(f"SELECT COUNT(*) FROM {events}").fetchone()[0])
+    if n == 0:
+        raise InputError("no interactions to split")
+    train_end = 1.0 - valid_fraction - test_fraction
+    valid_start = _quantile_higher(connection, events, n, train_end)
+    test_start = (_quantile_higher(connection, events, n, 1.0 - test_fraction)
+                  if test_fraction > 0 else None)
+    return TimeSplit(valid_start=valid_start, test_start=test_start)
+
+
+def finished_evaluation_pairs_sql(next_item_pairs: str, train_items: str,
+                                  max_target_group: int) -> str:
+    """Portable SQL (DuckDB and Spark) finishing :func:`relrec.data.pairs.next_item_pairs_sql`
+    as ``prepare`` does in pandas: ``trigger_index, target_index, cold, bulk``.
+
+    ``bulk``: the trigger's next group holds more than ``max_target_group`` items (left out of
+    the held-out pairs, counted); ``cold``: trigger or target has no training interaction
+    (``train_items`` is a relation of the item indices seen in the training period).
+    """
+    return f"""
+    WITH sized AS (
+        SELECT trigger_index, target_index,
+               COUNT(*) OVER (PARTITION BY user_id, session_key, trigger_position,
+                              trigger_index) AS group_size
+        FROM ({next_item_pairs}) next_item
+    )
+    SELECT CAST(p.trigger_index AS BIGINT) AS trigger_index,
+           CAST(p.target_index AS BIGINT) AS target_index,
+           NOT (a.item_index IS NOT NULL AND b.item_index IS NOT NULL) AS cold,
+           p.group_size > {int(max_target_group)} AS bulk
+    FROM sized p
+    LEFT JOIN {train_items} a ON a.item_index = p.trigger_index
+    LEFT JOIN {train_items} b ON b.item_index = p.target_index
+    """
+
+
+def connect_out_of_core(memory_limit: str | None = "2GB", temp_directory: str | Path | None = None,
+                        threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect()
+    if memory_limit:
+        connection.execute(f"SET memory_limit = '{memory_limit}'")
+    if temp_directory is not None:
+        Path(temp_directory).mkdir(parents=True, exist_ok=True)
+        connection.execute(f"SET temp_directory = '{_sql_path(temp_directory)}'")
+    if threads:
+        connection.execute(f"SET threads = {int(threads)}")
+    connection.execute("SET preserve_insertion_order = false")
+    return connection
+
+
+def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
+                              config: PrepareConfig | None = None, *,
+                              memory_limit: str | None = "2GB",
+                              temp_directory: str | Path | None = None,
+                              threads: int | None = None,
+                              connection: duckdb.DuckDBPyConnection | None = None) -> dict:
+    """Sessions → split → pairs of a Parquet log, Parquet in and out; returns counts/timings."""
+    config = config or PrepareConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if connection is None:
+        connection = connect_out_of_core(memory_limit or config.duckdb_memory_limit,
+                                         temp_directory or out_dir / ".duckdb_spill",
+                                         threads or config.duckdb_threads)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    source = f"read_parquet('{_sql_path(interactions)}')"
+    columns = {row[0] for row in connection.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    missing = {"user_id", "item_id", "timestamp"} - columns
+    if missing:
+        raise InputError(f"{interactions}: missing column(s) {', '.join(sorted(missing))}")
+    use_given_sessions = "session_id" in columns and bool(connection.execute(
+        f"SELECT COUNT(*) FROM {source} WHERE session_id IS NOT NULL AND session_id <> ''"
+    ).fetchone()[0])
+    session_column = ("COALESCE(CAST(r.session_id AS VARCHAR), '')" if use_given_sessions
+                      else "''")
+
+    # dense item indices in item-id order (what ingest's finalize does for an items table)
+    connection.execute(f"""
+        CREATE OR REPLACE TEMP TABLE item_map AS
+        SELECT item_id, CAST(ROW_NUMBER() OVER (ORDER BY item_id) - 1 AS BIGINT) AS item_index
+        FROM (SELECT DISTINCT CAST(item_id AS VARCHAR) AS item_id FROM {source})""")
+    n_items = int(connection.execute("SELECT COUNT(*) FROM item_map").fetchone()[0])
+    connection.execute(f"COPY item_map TO '{_sql_path(out_dir / 'item_map.parquet')}' "
+                       "(FORMAT parquet)")
+    lap("item_map")
+
+    split = time_split_sql(connection, source, config.valid_fraction, config.test_fraction)
+    test_start = split.test_start if split.test_start is not None else "NULL"
+    lap("time_split")
+    connection.execute(f"""
+        CREATE OR REPLACE TEMP VIEW events AS
+        SELECT CAST(r.user_id AS VARCHAR) AS user_id, m.item_index,
+               CAST(r.timestamp AS BIGINT) AS timestamp, {session_column} AS session_id,
+               CAST(CASE WHEN r.timestamp < {split.valid_start} THEN 0
+                         WHEN {test_start} IS NOT NULL AND r.timestamp >= {test_start} THEN 2
+                         ELSE 1 END AS INTEGER) AS period
+        FROM {source} r JOIN item_map m ON CAST(r.item_id AS VARCHAR) = m.item_id""")
+    period_counts = dict(connection.execute(
+        "SELECT period, COUNT(*) FROM events GROUP BY period").fetchall())
+    counts_list = [int(period_counts.get(p, 0)) for p in range(3)]
+    if counts_list[0] == 0 or counts_list[VALID] == 0 or (
+            config.test_fraction > 0 and counts_list[TEST] == 0):
+        raise InputError(
+            f"time split {config.valid_fraction}/{config.test_fraction} leaves an empty period "
+            f"(train/valid/test interactions: {counts_list}); too few distinct timestamps")
+    lap("periods")
+
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE sessionized AS "
+        + sessionize_sql("events", config.session_gap_seconds, use_given_sessions))
+    lap("sessionize")
+
+    train_path = out_dir / "train_pairs.parquet"
+    connection.execute(f"COPY ({training_pairs_sql('sessionized', config.window)}) "
+                       f"TO '{_sql_path(train_path)}' (FORMAT parquet)")
+    lap("train_pairs")
+
+    train_items = ("(SELECT item_index, COUNT(*) AS train_interactions FROM sessionized "
+                   "WHERE period = 0 GROUP BY item_index)")
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE train_items AS SELECT * FROM {train_items}")
+    pairs_relation = f"read_parquet('{_sql_path(train_path)}')"
+    connection.execute(f"""
+        COPY (
+            WITH frequency AS ({item_frequency_sql(pairs_relation)})
+            SELECT m.item_index,
+                   CAST(COALESCE(f.trigger_frequency, 0) AS BIGINT) AS trigger_frequency,
+                   CAST(COALESCE(f.candidate_frequency, 0) AS BIGINT) AS candidate_frequency,
+                   CAST(COALESCE(t.train_interactions, 0) AS BIGINT) AS train_interactions,
+                   t.item_index IS NOT NULL AS in_train
+            FROM item_map m
+            LEFT JOIN frequency f ON f.item_index = m.item_index
+            LEFT JOIN train_items t ON t.item_index = m.item_index
+        ) TO '{_sql_path(out_dir / 'item_stats.parquet')}' (FORMAT parquet)""")
+    lap("item_stats")
+
+    evaluation_counts = {}
+    for name, period_code in (("valid", VALID), ("test", TEST)):
+        path = out_dir / f"{name}_pairs.parquet"
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE eval_pairs AS " + finished_evaluation_pairs_sql(
+                next_item_pairs_sql("sessionized", period_code, config.eval_lookahead),
+                "train_items", config.max_target_group))
+        connection.execute(
+            "COPY (SELECT trigger_index, target_index, cold FROM eval_pairs WHERE NOT bulk) "
+            f"TO '{_sql_path(path)}' (FORMAT parquet)")
+        bulk, total = connection.execute(
+            "SELECT COALESCE(SUM(CASE WHEN bulk THEN 1 ELSE 0 END), 0), COUNT(*) "
+            "FROM eval_pairs").fetchone()
+        evaluation_counts[f"{name}_pairs"] = int(total) - int(bulk)
+        evaluation_counts[f"{name}_pairs_left_out_bulk_groups"] = int(bulk)
+        lap(f"{name}_pairs")
+
+    distinct, total = connection.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(pair_count), 0) FROM {pairs_relation}").fetchone()
+    sessions = connection.execute(
+        "SELECT period, COUNT(*) FROM (SELECT DISTINCT user_id, period, session_key "
+        "FROM sessionized) GROUP BY period ORDER BY period").fetchall()
+    connection.execute("DROP TABLE IF EXISTS sessionized")
+    connection.execute("DROP TABLE IF EXISTS eval_pairs")
+    lap("counts")
+    return {
+        "interactions": int(sum(counts_list)),
+        "n_items": n_items,
+        "split": split.to_dict(),
+        "interactions_by_period": dict(zip(["train", "valid", "test"], counts_list)),
+        "sessions_by_period": {["train", "valid", "test"][int(p)]: int(n) for p, n in sessions},
+        "train_pairs_distinct": int(distinct),
+        "train_pairs_total": int(total),
+        **evaluation_counts,
+        "sessions_from": "session_id column" if use_given_sessions else
+        f"gap > {config.session_gap_seconds}s",
+        "seconds": timings,
+        "total_seconds": round(sum(timings.values()), 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("interactions")
+    parser.add_argument("out_dir")
+    parser.add_argument("--memory-limit", default="2GB")
+    parser.add_argument("--temp-directory", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--window", type=int, default=PrepareConfig().window)
+    parser.add_argument("--session-gap-seconds", type=int,
+                        default=PrepareConfig().session_gap_seconds)
+    args = parser.parse_args(argv)
+    config = PrepareConfig(window=args.window, session_gap_seconds=args.session_gap_seconds)
+    result = extract_pairs_out_of_core(args.interactions, args.out_dir, config,
+                                       memory_limit=args.memory_limit,
+                                       temp_directory=args.temp_directory, threads=args.threads)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
