@@ -47,6 +47,8 @@ class TrainConfig(_Section):
     id_dim: int = Field(64, ge=1)
     hidden_dims: list[int] = Field(default_factory=lambda: [128])
     temperature: float = Field(0.05, gt=0.0)
+    normalize_embeddings: bool = Field(
+        True, description="L2-normalise item embeddings (cosine); False = raw inner product")
     batch_size: int = Field(1024, ge=2)
     learning_rate: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)

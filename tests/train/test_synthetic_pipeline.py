@@ -16,12 +16,13 @@ from relrec.train.presets import resolve_train_config
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     dataset = generate(n_items=400, n_topics=10, n_users=900, sessions_per_user=4,
-                       session_length=8, autoplay_rate=0.3, popularity_exponent=0.7, seed=1)
+                       session_length=8, autoplay_rate=0.25, popularity_exponent=0.5, seed=1)
     run_dir = tmp_path_factory.mktemp("synthetic") / "run"
     config = RunConfig()
     config.train = resolve_train_config(config.train, "cf", {
-        "max_epochs": 6, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
-        "hidden_dims": [64], "early_stopping_k": 20, "logq_correction": True})
+        "max_epochs": 10, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
+        "hidden_dims": [64], "early_stopping_k": 20, "logq_correction": True,
+        "normalize_embeddings": False, "temperature": 1.0})
     prepare_run(run_dir, config, interactions=dataset.interactions, items=dataset.items)
     train_run(run_dir, config, progress=False)
     return run_dir, dataset

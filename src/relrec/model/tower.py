@@ -9,7 +9,6 @@ Content vectors are frozen inputs (buffers); their projections train jointly wit
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,9 @@ class TowerConfig(BaseModel):
     content_projection_dim: int = 64
     id_dropout: float = 0.0
     heads: list[str] = ["main"]
+    # unit vectors score by cosine; raw vectors let a candidate's norm carry its popularity
+    # (a trigger's norm scales its whole row, so it never changes that trigger's ranking)
+    normalize: bool = True
 
 
 class ItemTower(nn.Module):
@@ -111,12 +113,15 @@ class ItemTower(nn.Module):
     def forward(self, items: torch.Tensor, head: str | None = None,
                 known: torch.Tensor | None = None) -> torch.Tensor:
         head = head or self.config.heads[0]
-        return F.normalize(self.heads[head](self.features(items, known)), dim=-1)
+        return self._finish(self.heads[head](self.features(items, known)))
+
+    def _finish(self, vectors: torch.Tensor) -> torch.Tensor:
+        return F.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
     def all_heads(self, items: torch.Tensor, known: torch.Tensor | None = None
                   ) -> dict[str, torch.Tensor]:
         shared = self.features(items, known)
-        return {name: F.normalize(layer(shared), dim=-1) for name, layer in self.heads.items()}
+        return {name: self._finish(layer(shared)) for name, layer in self.heads.items()}
 
     # -- persistence: config JSON + safetensors, one call each ------------------------------
     def save(self, directory: str | Path, name: str = "weights") -> None:
@@ -145,6 +150,3 @@ class ItemTower(nn.Module):
         tower.eval()
         return tower
 
-
-def tower_config_json(config: TowerConfig) -> str:
-    return json.dumps(config.model_dump(), indent=2)

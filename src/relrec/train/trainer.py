@@ -240,4 +240,5 @@ def build_tower_config(n_items: int, config: TrainConfig, text_dim: int = 0,
                        hidden_dims=config.hidden_dims, use_id=config.use_id,
                        text_dim=text_dim if config.use_text else 0,
                        visual_dim=visual_dim if config.use_visual else 0,
-                       id_dropout=config.id_dropout, heads=heads or ["main"])
+                       id_dropout=config.id_dropout, heads=heads or ["main"],
+                       normalize=config.normalize_embeddings)
