@@ -8,9 +8,10 @@ explanations, the content vectors the tower reads, and the exported related list
 ``model/bundle.json`` records the SHA-256 of every file and the run's training fingerprint.
 Loading (see :func:`stage_bundle`):
 
-1. every file is hard-linked (copied where links are impossible) into a fresh staging folder
-   under the server's state directory — writers replace files by rename, so the staged inode
-   never changes under us and the hashes below are the hashes of what is loaded;
+1. every file is copied into a fresh staging folder under the server's state directory, so
+   the hashes below are the hashes of exactly what is loaded, and a later change to the run
+   directory (a retrain, a truncated or corrupted file) cannot reach the loaded or the last good
+   bundle (a hard link would share a damaged inode);
 2. the staged files are hashed and compared with ``bundle.json``. A mismatch while the training
    fingerprint is unchanged means a corrupt or truncated file: the bundle is refused. When the
    run was retrained (fingerprint changed) or has no ``bundle.json`` yet, the manifest is
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -114,12 +114,9 @@ def seal_bundle(run_dir: str | Path, precomputed: str | Path | None = None) -> d
     return payload
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    shutil.copyfile(source, target)
 
 
 def stage_bundle(run_dir: str | Path, state_dir: str | Path,
@@ -137,7 +134,7 @@ def stage_bundle(run_dir: str | Path, state_dir: str | Path,
     staging = state_dir / "staging" / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     try:
         for name, source in files.items():
-            _link_or_copy(source, staging / name)
+            _copy(source, staging / name)
         hashes = {name: file_sha256(staging / name) for name in files if name not in UNHASHED}
         recorded = None
         manifest_path = run_dir / BUNDLE_MANIFEST
