@@ -60,6 +60,10 @@ class RunData:
         return self._parquet("pairs/test_pairs.parquet")
 
     @cached_property
+    def train_sessions(self) -> pd.DataFrame:
+        return self._parquet("pairs/train_sessions.parquet")
+
+    @cached_property
     def item_stats(self) -> pd.DataFrame:
         return self._parquet("pairs/item_stats.parquet")
 

@@ -30,6 +30,7 @@ class PairTables:
     test_pairs: pd.DataFrame  # trigger_index, target_index, cold
     item_stats: pd.DataFrame  # item_index, trigger_frequency, candidate_frequency, train_interactions, in_train
     counts: dict
+    train_sessions: pd.DataFrame | None = None  # user_id, session_key, group_position, item_index
 
 
 def connect(config: PrepareConfig) -> duckdb.DuckDBPyConnection:
@@ -78,6 +79,10 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
     train_pairs = connection.execute(
         "SELECT * FROM training_pairs ORDER BY trigger_index, candidate_index").df()
     frequencies = connection.execute(item_frequency_sql("training_pairs")).df()
+    # training sessions as ordered item sequences (item2vec and other sequence peers)
+    train_sessions = connection.execute(
+        "SELECT user_id, session_key, group_position, item_index FROM sessionized "
+        "WHERE period = 0 ORDER BY user_id, session_key, group_position, item_index").df()
     session_count = connection.execute(
         "SELECT period, COUNT(DISTINCT user_id || '#' || session_key) AS sessions "
         "FROM sessionized GROUP BY period ORDER BY period").fetchall()
@@ -133,7 +138,7 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
     }
     train_pairs = train_pairs.astype("int64")
     return PairTables(split, train_pairs, evaluation["valid"], evaluation["test"], item_stats,
-                      counts)
+                      counts, train_sessions)
 
 
 def write_prepared_run(run_dir: str | Path, interactions: pd.DataFrame, items: pd.DataFrame,
@@ -150,6 +155,8 @@ def write_prepared_run(run_dir: str | Path, interactions: pd.DataFrame, items: p
     pairs.valid_pairs.to_parquet(run_dir / "pairs" / "valid_pairs.parquet", index=False)
     pairs.test_pairs.to_parquet(run_dir / "pairs" / "test_pairs.parquet", index=False)
     pairs.item_stats.to_parquet(run_dir / "pairs" / "item_stats.parquet", index=False)
+    if pairs.train_sessions is not None:
+        pairs.train_sessions.to_parquet(run_dir / "pairs" / "train_sessions.parquet", index=False)
     input_hashes = {}
     for name, path in inputs.items():
         if path is None:

@@ -90,3 +90,106 @@ class CoVisitation:
                 ranked[position, len(chosen): len(chosen) + len(extra)] = extra
                 scores[position, len(chosen): len(chosen) + len(extra)] = 0.0
         return scores, ranked
+
+
+class _VectorKNN:
+    """Nearest neighbours by cosine over per-item vectors (rows with ok=False are skipped)."""
+
+    def _build(self, vectors: np.ndarray, ok: np.ndarray) -> None:
+        from relrec.index.faiss_index import ItemIndex
+
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.vectors_ = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        self.index_ = ItemIndex(self.vectors_.shape[1])
+        self.index_.add(self.vectors_[ok], np.flatnonzero(ok))
+
+    def similar_indices(self, trigger_indices: np.ndarray, k: int):
+        trigger_indices = np.asarray(trigger_indices, dtype=np.int64)
+        return self.index_.search(self.vectors_[trigger_indices], k, exclude=trigger_indices)
+
+
+class ContentKNN(_VectorKNN):
+    """The paper's "content only baseline": kNN directly on content embeddings (Table I).
+
+    Uses the run's text vectors, fused with visual vectors when ``modalities`` includes it
+    (each modality L2-normalised, concatenated; a missing image contributes zeros).
+    """
+
+    name = "content_knn"
+
+    def __init__(self, modalities: tuple[str, ...] = ("text",)):
+        self.modalities = modalities
+
+    def fit(self, run: RunData) -> "ContentKNN":
+        from relrec.train.content_inputs import load_content
+
+        parts, ok_any = [], np.zeros(run.n_items, dtype=bool)
+        for modality in self.modalities:
+            loaded = load_content(run, modality)
+            if loaded is None:
+                raise FileNotFoundError(f"{run.run_dir}: no {modality} embeddings; run "
+                                        "`relrec embed` first")
+            vectors, ok = loaded
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            parts.append(np.where(ok[:, None], vectors, 0.0))
+            ok_any |= ok
+        self._build(np.concatenate(parts, axis=1), ok_any)
+        return self
+
+
+class ImplicitALS(_VectorKNN):
+    """`implicit` ALS item factors → ``similar_items`` by cosine (users' common peer)."""
+
+    name = "als"
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15,
+                 alpha: float = 1.0, seed: int = 0):
+        self.factors, self.regularization = factors, regularization
+        self.iterations, self.alpha, self.seed = iterations, alpha, seed
+
+    def fit(self, run: RunData) -> "ImplicitALS":
+        import pandas as pd
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        interactions = pd.read_parquet(run.run_dir / "data" / "interactions.parquet",
+                                       columns=["user_id", "item_index", "timestamp"])
+        train = interactions[interactions["timestamp"] < run.manifest["split"]["valid_start"]]
+        users, user_rows = np.unique(train["user_id"].to_numpy(), return_inverse=True)
+        matrix = sp.csr_matrix(
+            (np.full(len(train), self.alpha, dtype=np.float32),
+             (user_rows, train["item_index"].to_numpy())), shape=(len(users), run.n_items))
+        matrix.sum_duplicates()
+        model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                        iterations=self.iterations, random_state=self.seed,
+                                        num_threads=0)
+        model.fit(matrix, show_progress=False)
+        self._build(np.asarray(model.item_factors), run.in_train)
+        return self
+
+
+class Item2Vec(_VectorKNN):
+    """item2vec (Barkan & Koenigstein 2016): gensim skip-gram Word2Vec on training sessions."""
+
+    name = "item2vec"
+
+    def __init__(self, vector_size: int = 64, window: int = 5, epochs: int = 10,
+                 negative: int = 5, seed: int = 0):
+        self.vector_size, self.window, self.epochs = vector_size, window, epochs
+        self.negative, self.seed = negative, seed
+
+    def fit(self, run: RunData) -> "Item2Vec":
+        from gensim.models import Word2Vec
+
+        sessions = run.train_sessions
+        sentences = [group.astype(str).tolist() for _, group in
+                     sessions.groupby(["user_id", "session_key"], sort=False)["item_index"]]
+        model = Word2Vec(sentences=sentences, vector_size=self.vector_size, window=self.window,
+                         min_count=1, sg=1, negative=self.negative, epochs=self.epochs,
+                         seed=self.seed, workers=1)
+        vectors = np.zeros((run.n_items, self.vector_size), dtype=np.float32)
+        ok = np.zeros(run.n_items, dtype=bool)
+        for word, row in model.wv.key_to_index.items():
+            vectors[int(word)] = model.wv.vectors[row]
+            ok[int(word)] = True
+        self._build(vectors, ok & run.in_train)
+        return self

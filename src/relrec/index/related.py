@@ -35,9 +35,10 @@ class RelatedItems:
             self.indexes[head] = index
 
     @classmethod
-    def load(cls, run_dir: str | Path, index_kind: str | None = None) -> "RelatedItems":
+    def load(cls, run_dir: str | Path, index_kind: str | None = None,
+             model_name: str = "model") -> "RelatedItems":
         run = RunData(run_dir)
-        tower = ItemTower.load(run.run_dir / "model")
+        tower = ItemTower.load(run.run_dir / model_name)
         from relrec.train.content_inputs import attach_content
 
         attach_content(tower, run)

@@ -49,8 +49,10 @@ def semantic_pair_labels(run: RunData, train_config: TrainConfig, notes: dict) -
 
 
 def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
-              max_seconds: float | None = None) -> dict:
-    """Train the configured preset; computes missing content embeddings itself."""
+              max_seconds: float | None = None, model_name: str = "model") -> dict:
+    """Train the configured preset; computes missing content embeddings itself.
+
+    The model goes to ``RUN_DIR/<model_name>`` (studies train many variants side by side)."""
     run = RunData(run_dir)
     train_config = config.train
     notes: dict = {}
@@ -90,7 +92,8 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
     eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
     valid = run.valid_pairs
     valid = valid[~valid["cold"]] if not has_content else valid
-    trainer = Trainer(train_config, run.run_dir / "model", progress=progress)
+    model_dir = run.run_dir / model_name
+    trainer = Trainer(train_config, model_dir, progress=progress)
     summary = trainer.fit(
         tower, examples, known=known, eligible=eligible,
         valid_triggers=valid["trigger_index"].to_numpy(),
@@ -99,11 +102,12 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
         fingerprint_payload={"run": str(run.manifest.get("inputs")),
                              "pairs": run.manifest.get("pairs")},
         max_seconds=max_seconds)
-    tower.save(run.run_dir / "model")
+    tower.save(model_dir)
     summary.update({"train_config": train_config.model_dump(mode="json"),
                     "tower": tower_config.model_dump(mode="json"), "notes": notes,
                     "seconds": time.perf_counter() - started})
-    save_training_summary(run.run_dir / "model", summary)
-    update_manifest(run.run_dir, "train", {
+    save_training_summary(model_dir, summary)
+    section = "train" if model_name == "model" else f"train:{model_name}"
+    update_manifest(run.run_dir, section, {
         k: v for k, v in summary.items() if k != "history"} | {"epochs_run": len(summary["history"])})
     return summary
