@@ -636,7 +636,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         model = state.model(run)
         index = model.require_indices([item_id])[0]
         path = model.image_path(index)
-        if path is None:
+        if path is None or not path.is_file():
             raise ServeError(404, "no_image", f"item {item_id!r} has no image")
         return FileResponse(path)
 

@@ -287,9 +287,16 @@ class ServedModel:
         return list(self.extras.records[index - self.n_items].get("topics") or [])
 
     def image_path(self, index: int) -> Path | None:
-        """The item's image, only when it lies inside the configured image folder."""
+        """The item's image, only when it lies inside the configured image folder (cached)."""
         if self.image_root is None or index >= self.n_items:
             return None
+        cache = self.__dict__.setdefault("_image_cache", {})
+        key = (index, self.image_root)
+        if key not in cache:
+            cache[key] = self._resolve_image(index)
+        return cache[key]
+
+    def _resolve_image(self, index: int) -> Path | None:
         raw = self.images[index]
         if not isinstance(raw, str) or not raw or "://" in raw:
             return None
