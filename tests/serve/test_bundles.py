@@ -32,6 +32,7 @@ def version(client):
 
 
 def test_bundle_manifest_records_hashes_and_version(run_copy, tmp_path):
+    (run_copy / "model" / "bundle.json").unlink(missing_ok=True)  # sealed by other tests' apps
     staged = stage_bundle(run_copy, tmp_path / "state")
     recorded = json.loads((run_copy / "model" / "bundle.json").read_text())
     assert staged.sealed and recorded["version"] == staged.version and len(staged.version) == 12
