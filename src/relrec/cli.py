@@ -55,7 +55,10 @@ def load_config(path: Optional[Path], run_dir: Optional[Path] = None) -> RunConf
     if run_dir is not None and (run_dir / "manifest.json").exists():
         from relrec.manifest import read_manifest
 
-        return RunConfig.model_validate(read_manifest(run_dir)["config"])
+        # keep how the run was prepared; training settings come from the preset and options
+        recorded = dict(read_manifest(run_dir)["config"])
+        recorded.pop("train", None)
+        return RunConfig.model_validate(recorded)
     return RunConfig()
 
 
@@ -166,6 +169,40 @@ def evaluate(run_dir: Path = typer.Argument(...),
     from relrec.evaluate.runner import metrics_table
 
     console.print(metrics_table(result))
+
+
+@app.command()
+@user_errors
+def study(run_dir: Path = typer.Argument(...),
+          name: str = typer.Argument("paper", help="paper (Tables I-III) or mtmh"),
+          split: str = typer.Option("test", help="split the table reports (selection "
+                                    "always uses validation)"),
+          epochs: Optional[int] = typer.Option(None, help="max epochs per variant"),
+          system: Optional[list[str]] = typer.Option(None, help="only these rows"),
+          peers: bool = typer.Option(True, "--peers/--no-peers"),
+          bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
+          config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
+    """Run a study: every variant and peer on the same split; Markdown + JSON + HTML report."""
+    config = load_config(config_path, run_dir)
+    if epochs is not None:
+        config.train.max_epochs = epochs
+    if bootstrap is not None:
+        config.evaluate.n_bootstrap = bootstrap
+    if name == "paper":
+        from relrec.evaluate.study_paper import run_paper_study
+
+        result = run_paper_study(run_dir, config, split=split, include_peers=peers,
+                                 systems=system or None, progress=progress)
+    elif name == "mtmh":
+        from relrec.evaluate.study_mtmh import run_mtmh_study
+
+        result = run_mtmh_study(run_dir, config, split=split, progress=progress)
+    else:
+        raise ValueError(f"unknown study {name!r}: choose paper or mtmh")
+    from relrec.evaluate.report import markdown_table
+
+    console.print(markdown_table(result))
+    console.print(f"report: {run_dir}/study/{name}/report.html")
 
 
 @app.command()

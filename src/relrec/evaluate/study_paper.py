@@ -1,0 +1,192 @@
+"""``relrec study RUN_DIR paper``: the ablation of *Balancing Semantic Relevance and Engagement*
+(Tables I–III) plus peers, every row scored on the same split, triggers and metrics.
+
+Rows
+* Table I: baseline CF; content-only kNN; MTL at w_co:w_sem = 1:1, 1:10, 1:100, 1:500, 1:1000.
+* Table II: MTL(1:R) + text; + visual; + text and visual; CF (single task) + text + visual.
+* Table III: MTL(1:R) + text + visual + OPC — overall, top-1% and bottom-10% triggers are
+  the ``popular_triggers`` / ``unpopular_triggers`` segments of every row.
+* ours: the ``balanced`` preset.
+* peers: popularity, co-visitation item-kNN, `implicit` ALS ``similar_items``, item2vec —
+  each with its hyper-parameters chosen on the validation split.
+
+R is the paper's 1:500 unless ``fusion_ratio`` says otherwise. Every variant shares the base
+training configuration (the ``cf`` preset plus the user's overrides), so rows differ only in
+what the paper varies. Selection (peers' hyper-parameters, the ratio recorded for the ``full``
+preset) uses the validation split only; the reported table is the ``split`` requested (test).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from relrec.config import RunConfig, TrainConfig
+from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
+from relrec.evaluate.peers import CoVisitation, ContentKNN, ImplicitALS, Item2Vec, Popularity
+from relrec.evaluate.report import StudyResult, StudyRow, write_report
+from relrec.manifest import update_manifest
+from relrec.run import RunData
+from relrec.train.presets import PRESETS, resolve_train_config
+
+PAPER_RATIOS = (1, 10, 100, 500, 1000)
+console = Console(stderr=True)
+
+
+def paper_variants(fusion_ratio: float = 500) -> list[tuple[str, str, dict]]:
+    """(system name, table, train-config overrides) for every trained row."""
+    r = fusion_ratio
+    rows = [("cf", "Table I", {})]
+    rows += [(f"mtl 1:{ratio}", "Table I", {"w_sem": float(ratio)}) for ratio in PAPER_RATIOS]
+    rows += [
+        (f"mtl 1:{r:g} + text", "Table II", {"w_sem": r, "use_text": True}),
+        (f"mtl 1:{r:g} + visual", "Table II", {"w_sem": r, "use_visual": True}),
+        (f"mtl 1:{r:g} + text + visual", "Table II",
+         {"w_sem": r, "use_text": True, "use_visual": True}),
+        ("cf + text + visual", "Table II", {"use_text": True, "use_visual": True}),
+        (f"mtl 1:{r:g} + text + visual + opc", "Table III",
+         {"w_sem": r, "use_text": True, "use_visual": True, "opc": True}),
+        ("balanced", "ours", {key: value for key, value in PRESETS["balanced"].items()}),
+    ]
+    return rows
+
+
+def variant_config(base: TrainConfig, overrides: dict) -> TrainConfig:
+    content = overrides.get("use_text") or overrides.get("use_visual")
+    fields = {**base.model_dump(), **overrides}
+    if content and "id_dropout" not in overrides:
+        fields["id_dropout"] = max(base.id_dropout, 0.1)  # lets cold items use content
+    return TrainConfig.model_validate(fields)
+
+
+def model_name_for(system: str) -> str:
+    return "study_models/" + "".join(ch if ch.isalnum() else "_" for ch in system)
+
+
+def tuned_peers(run: RunData, config: RunConfig, progress: bool) -> tuple[list, dict]:
+    """Fit each peer family's grid, keep the best validation recall@10."""
+    grids = {
+        "popularity": [Popularity()],
+        "covisitation": [CoVisitation("count"), CoVisitation("cosine")],
+        "als": [ImplicitALS(factors=f, regularization=reg) for f in (32, 64, 128)
+                for reg in (0.01, 0.1)],
+        "item2vec": [Item2Vec(vector_size=64, window=w, epochs=10) for w in (3, 10)],
+    }
+    valid_segments = segment_pairs(run, "valid", config.evaluate)
+    chosen, choices = [], {}
+    for family, candidates in grids.items():
+        best, best_recall, tried = None, -1.0, []
+        for peer in candidates:
+            peer.fit(run)
+            summary = evaluate_system(run, peer, family, config.evaluate, "valid",
+                                      {"all": valid_segments["all"]}).summary
+            recall = summary["all"]["recall@10"]["value"]
+            settings = {k: v for k, v in vars(peer).items() if not k.endswith("_")}
+            tried.append({"settings": settings, "valid_recall@10": recall})
+            if progress:
+                console.print(f"  peer {family} {settings}: valid recall@10 {recall:.4f}")
+            if recall > best_recall:
+                best, best_recall = peer, recall
+        chosen.append((family, best))
+        choices[family] = {"grid": tried,
+                           "chosen": {k: v for k, v in vars(best).items()
+                                      if not k.endswith("_")}}
+    return chosen, choices
+
+
+def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "test",
+                    fusion_ratio: float = 500, include_peers: bool = True,
+                    systems: list[str] | None = None, progress: bool = True) -> StudyResult:
+    from relrec.index.related import RelatedItems
+    from relrec.train.pipeline import train_run
+
+    run = RunData(run_dir)
+    base = resolve_train_config(config.train, "cf")
+    segments = segment_pairs(run, split, config.evaluate)
+    valid_segments = segment_pairs(run, "valid", config.evaluate)
+    rows, evaluations, notes, validation = [], {}, [], {}
+    started = time.perf_counter()
+    for system, group, overrides in paper_variants(fusion_ratio):
+        if systems and system not in systems:
+            continue
+        train_config = variant_config(base, overrides)
+        variant = config.model_copy(update={"train": train_config})
+        name = model_name_for(system)
+        if progress:
+            console.print(f"[bold]study[/bold] training {system}")
+        summary = train_run(run_dir, variant, progress=progress, model_name=name)
+        model = RelatedItems.load(run_dir, model_name=name)
+        evaluation = evaluate_system(run, model, system, config.evaluate, split, segments)
+        validation[system] = evaluate_system(run, model, system, config.evaluate, "valid",
+                                             {"all": valid_segments["all"]}).summary["all"]
+        evaluations[system] = evaluation
+        rows.append(StudyRow(system, group, evaluation.summary, settings={
+            "train": summary["train_config"], "notes": summary["notes"],
+            "best_epoch": summary["best_epoch"]}))
+        if summary["notes"]:
+            notes.append(f"{system}: {summary['notes']}")
+    if not systems or "content kNN" in systems:
+        try:
+            content = ContentKNN(("text", "visual")).fit(run)
+        except FileNotFoundError:
+            content = ContentKNN(("text",)).fit(run)
+            notes.append("content kNN uses text only (no visual embeddings in the run)")
+        evaluations["content kNN"] = evaluate_system(run, content, "content kNN",
+                                                     config.evaluate, split, segments)
+        rows.insert(1, StudyRow("content kNN", "Table I", evaluations["content kNN"].summary,
+                                settings={"modalities": list(content.modalities)}))
+    peer_choices = {}
+    if include_peers:
+        chosen, peer_choices = tuned_peers(run, config, progress)
+        for family, peer in chosen:
+            evaluations[family] = evaluate_system(run, peer, family, config.evaluate, split,
+                                                  segments)
+            rows.append(StudyRow(family, "peers", evaluations[family].summary,
+                                 settings=peer_choices[family]["chosen"]))
+    reference = "cf" if "cf" in evaluations else rows[0].system
+    for row in rows:
+        if row.system != reference:
+            row.paired_vs_reference = paired_differences(
+                evaluations[row.system], evaluations[reference], config.evaluate)["all"]
+    ratio_rows = [(ratio, f"mtl 1:{ratio}") for ratio in PAPER_RATIOS
+                  if f"mtl 1:{ratio}" in evaluations]
+    curves = {}
+    if ratio_rows:
+        curves["w_co:w_sem"] = [{"x": f"1:{ratio}", "system": system}
+                                for ratio, system in ratio_rows]
+    choice = choose_ratio(validation, ratio_rows)
+    if choice is not None:
+        notes.append(f"validation choice for the `full` preset: w_sem = {choice['w_sem']} "
+                     f"({choice['rule']})")
+    result = StudyResult(
+        name="paper", split=split, reference=reference, rows=rows, curves=curves, notes=notes,
+        relevance_metric="topic_match_rate@10" if run.has_topics else "content_similarity@10",
+        manifest=str(Path(run_dir) / "manifest.json"))
+    directory = Path(run_dir) / "study" / "paper"
+    paths = write_report(result, directory)
+    update_manifest(run_dir, "study_paper", {
+        "report": str(paths["html"]), "results": str(paths["json"]), "split": split,
+        "validation": validation, "peer_choices": peer_choices, "full_ratio_choice": choice,
+        "seconds": time.perf_counter() - started})
+    return result
+
+
+def choose_ratio(validation: dict, ratio_rows) -> dict | None:
+    """The documented rule for the ``full`` preset's w_co:w_sem, on the validation split:
+    the ratio with the highest topic match rate@10 whose recall@10 is at least 95% of the
+    baseline CF's (the paper's "favourable trade-off")."""
+    if "cf" not in validation or not ratio_rows:
+        return None
+    metric = "topic_match_rate@10" if "topic_match_rate@10" in validation["cf"] else None
+    if metric is None:
+        return None
+    floor = 0.95 * validation["cf"]["recall@10"]["value"]
+    eligible = [(validation[system][metric]["value"], ratio) for ratio, system in ratio_rows
+                if validation[system]["recall@10"]["value"] >= floor]
+    if not eligible:
+        return {"w_sem": None, "rule": "no ratio kept 95% of CF's validation recall@10"}
+    _, ratio = max(eligible)
+    return {"w_sem": float(ratio), "rule": "highest validation topic match@10 with recall@10 "
+            "≥ 95% of baseline CF's"}
