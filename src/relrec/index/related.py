@@ -2,6 +2,12 @@
 
     model = RelatedItems.load("runs/ml")
     ids, scores = model.similar_items(["1", "260"], k=10)   # batched, like implicit
+    scores, indices, notes = model.related(triggers, k=10, alpha=0.3, diversify=True)
+
+Two-head (MTMH) models: ``alpha`` picks the quota merge of the engagement and relevance heads
+(:mod:`relrec.index.quota`); without it the model's default α is used, and ``head=`` asks for
+one head alone. ``diversify`` re-ranks with the CAViaR model of ``RUN_DIR/rerank/``
+(:mod:`relrec.rerank`), page by page.
 
 Candidates are the items with a usable embedding: items seen in training, plus — when the
 model has content inputs — every item (cold items through the content path).
@@ -23,8 +29,10 @@ from relrec.run import RunData
 
 class RelatedItems:
     def __init__(self, run: RunData, embeddings: dict[str, np.ndarray], eligible: np.ndarray,
-                 index_kind: str = "exact"):
+                 index_kind: str = "exact", multihead: dict | None = None):
         self.run = run
+        self.multihead = multihead or {}
+        self._reranker = None
         self.embeddings = embeddings  # head name -> (n_items, dim)
         self.eligible = eligible
         self.heads = list(embeddings)
@@ -47,31 +55,112 @@ class RelatedItems:
         known = run.in_train
         embeddings = {head: item_embeddings(tower, known, head=head)
                       for head in tower.config.heads}
+        multihead = {}
+        heads_file = run.run_dir / model_name / "multihead.json"
+        if heads_file.exists():  # MTMH: unit-vector heads are served by cosine
+            import json
+
+            multihead = json.loads(heads_file.read_text())
+            for head in multihead.get("normalized_heads", []):
+                vectors = embeddings[head]
+                embeddings[head] = vectors / np.maximum(
+                    np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         has_content = bool(tower.config.text_dim or tower.config.visual_dim)
         eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
-        return cls(run, embeddings, eligible, index_kind or choose_index_kind(int(eligible.sum())))
+        return cls(run, embeddings, eligible, index_kind or choose_index_kind(int(eligible.sum())),
+                   multihead=multihead)
 
     @property
     def head(self) -> str:
         return self.heads[0]
 
-    def similar_indices(self, trigger_indices: np.ndarray, k: int, head: str | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, item indices) of shape (n, k); the trigger itself is excluded."""
-        head = head or self.head
+    @property
+    def two_heads(self) -> bool:
+        """An MTMH model with an engagement and a relevance head (quota merge available)."""
+        return "engagement" in self.indexes and "relevance" in self.indexes
+
+    @property
+    def default_alpha(self) -> float:
+        return float(self.multihead.get("default_alpha", 0.5))
+
+    def similar_indices(self, trigger_indices: np.ndarray, k: int, head: str | None = None,
+                        alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, item indices) of shape (n, k); the trigger itself is excluded.
+
+        A two-head model without ``head`` returns the quota merge at ``alpha`` (default: the
+        model's default α); ``alpha`` is ignored for single-head models (see :meth:`related`).
+        """
         trigger_indices = np.asarray(trigger_indices, dtype=np.int64)
+        if head is None and self.two_heads:
+            from relrec.index.quota import quota_merge
+
+            alpha = self.default_alpha if alpha is None else float(alpha)
+            engagement = self.similar_indices(trigger_indices, k, head="engagement")
+            relevance = self.similar_indices(trigger_indices, k, head="relevance")
+            scores, indices, _, _ = quota_merge(engagement[1], engagement[0], relevance[1],
+                                                relevance[0], k, alpha)
+            return scores, indices
+        head = head or self.head
         return self.indexes[head].search(self.embeddings[head][trigger_indices], k,
                                          exclude=trigger_indices)
 
-    def similar_items(self, item_ids, k: int = 10, head: str | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    # -- α + CAViaR diversify: the entry point the HTTP service calls ----------------------
+    def reranker(self):
+        """The CAViaR re-ranker of RUN_DIR/rerank/ (loaded once), or None when absent."""
+        if self._reranker is None:
+            from relrec.rerank.model import ContextualReranker, reranker_dir
+
+            if reranker_dir(self.run.run_dir).exists():
+                self._reranker = ContextualReranker.load(reranker_dir(self.run.run_dir))
+        return self._reranker
+
+    def related(self, trigger_indices, k: int, alpha: float | None = None,
+                diversify: bool = False, page: int = 1, window: int = 20,
+                page_size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(scores, indices, notes), shape (n, k). ``alpha``: quota merge of a two-head model
+        (ignored with a note otherwise). ``diversify``: CAViaR re-rank of the main ranking,
+        ``page_size`` (default k) slots at a time with a search window of ``window``
+        candidates; pages 1..``page`` are placed and page ``page`` is returned (``k`` slots of
+        it). Scores are then the contextual model's probabilities."""
+        notes: list[str] = []
+        if alpha is not None and not self.two_heads:
+            notes.append("alpha ignored: this model has a single head")
+            alpha = None
+        if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        trigger_indices = np.asarray(trigger_indices, dtype=np.int64)
+        if not diversify:
+            scores, indices = self.similar_indices(trigger_indices, k, alpha=alpha)
+            return scores, indices, notes
+        reranker = self.reranker()
+        if reranker is None:
+            notes.append("diversify ignored: no re-ranker in RUN_DIR/rerank "
+                         "(run `relrec train-reranker`)")
+            scores, indices = self.similar_indices(trigger_indices, k, alpha=alpha)
+            return scores, indices, notes
+        from relrec.rerank.rerank import rerank_pages
+
+        page_size = page_size or k
+        depth = page * page_size + window
+        main_scores, main_indices = self.similar_indices(trigger_indices, depth, alpha=alpha)
+        placed_scores, placed = rerank_pages(reranker, trigger_indices, main_indices,
+                                             main_scores, pages=page, page_size=page_size,
+                                             window=window)
+        start = (page - 1) * page_size
+        notes.append(f"diversified: page {page} of size {page_size}, window {window}")
+        return (placed_scores[:, start:start + k], placed[:, start:start + k], notes)
+
+    def similar_items(self, item_ids, k: int = 10, head: str | None = None,
+                      alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, scores), each (len(item_ids), k); ids are strings, '' pads short rows."""
-        scores, indices = self.similar_indices(self.run.indices_for_ids(list(item_ids)), k, head)
+        scores, indices = self.similar_indices(self.run.indices_for_ids(list(item_ids)), k, head,
+                                               alpha=alpha)
         ids = np.where(indices >= 0, self.run.item_ids[np.maximum(indices, 0)], "")
         return ids, scores
 
     def export(self, path: str | Path, k: int, chunk_size: int = 4096, head: str | None = None,
-               progress=None) -> int:
+               progress=None, alpha: float | None = None, diversify: bool = False,
+               window: int = 20, page_size: int = 10) -> int:
         """Every eligible item's top-k list → Parquet (trigger, item, rank, score), in chunks."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +172,12 @@ class RelatedItems:
         with pq.ParquetWriter(str(temporary), schema) as writer:
             for start in range(0, len(triggers), chunk_size):
                 chunk = triggers[start:start + chunk_size]
-                scores, indices = self.similar_indices(chunk, k, head)
+                if diversify:  # the first k slots, re-ranked page_size at a time
+                    scores, indices = self._diversified_prefix(chunk, k, alpha, window,
+                                                               page_size)
+                    scores, indices = scores[:, :k], indices[:, :k]
+                else:
+                    scores, indices = self.similar_indices(chunk, k, head, alpha=alpha)
                 valid = indices >= 0
                 trigger_ids = np.repeat(self.run.item_ids[chunk], k).reshape(len(chunk), k)
                 ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), indices.shape)
@@ -100,8 +194,21 @@ class RelatedItems:
         temporary.replace(path)
         return rows
 
-    def describe(self, item_ids, k: int = 10, head: str | None = None) -> pd.DataFrame:
-        ids, scores = self.similar_items(item_ids, k, head)
+    def _diversified_prefix(self, triggers, k, alpha, window, page_size):
+        from relrec.rerank.rerank import rerank_pages
+
+        if self.reranker() is None:
+            raise FileNotFoundError(f"{self.run.run_dir}/rerank: no re-ranker; run "
+                                    "`relrec train-reranker` first")
+        pages = -(-k // page_size)
+        main_scores, main_indices = self.similar_indices(triggers, pages * page_size + window,
+                                                         alpha=alpha)
+        return rerank_pages(self.reranker(), np.asarray(triggers), main_indices, main_scores,
+                            pages=pages, page_size=page_size, window=window)
+
+    def describe(self, item_ids, k: int = 10, head: str | None = None,
+                 alpha: float | None = None) -> pd.DataFrame:
+        ids, scores = self.similar_items(item_ids, k, head, alpha=alpha)
         titles = self.run.items.set_index("item_id")["title"]
         records = []
         for trigger, row_ids, row_scores in zip(item_ids, ids, scores):

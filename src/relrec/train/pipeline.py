@@ -53,6 +53,11 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
     """Train the configured preset; computes missing content embeddings itself.
 
     The model goes to ``RUN_DIR/<model_name>`` (studies train many variants side by side)."""
+    if config.train.preset == "mtmh":  # two heads: see relrec.train.multihead
+        from relrec.train.multihead import train_multihead_run
+
+        return train_multihead_run(run_dir, config, progress=progress, max_seconds=max_seconds,
+                                   model_name=model_name)
     run = RunData(run_dir)
     train_config = config.train
     notes: dict = {}

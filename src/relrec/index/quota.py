@@ -1,0 +1,94 @@
+"""MTMH serving-time quota merge (SPEC §5, MTMH §3.5).
+
+Each head's top-N is ranked on its own (its own index, its own scores). The merged list of
+``k`` slots takes **exactly** ``n_e = round(α·k)`` slots from the engagement head and
+``k - n_e`` from the relevance head (round half up: ``floor(α·k + 0.5)``), interleaved in
+proportion: slot ``s`` (0-based) goes to the engagement head when the engagement slots used so
+far are fewer than ``round((s + 1) · n_e / k)`` (Bresenham), so the two heads' slots are spread
+evenly down the list. A head's item already placed by the other head is skipped and the slot
+back-filled from the same head (its next item). α = 1 returns the engagement head's list, α = 0
+the relevance head's. Per-head lists of length N ≥ k always suffice: a head needs at most its
+own quota plus the other head's placements. If a head runs out (a catalogue smaller than k, or
+filters upstream), the remaining slots are taken from the other head and ``-1`` pads what is
+left; that is the only case where the counts differ from the quota, and it is reported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ENGAGEMENT_SOURCE, RELEVANCE_SOURCE = 0, 1
+
+
+def engagement_slots(alpha: float, k: int) -> int:
+    """``round(α·k)``, halves rounded up."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return int(math.floor(alpha * k + 0.5))
+
+
+def slot_plan(alpha: float, k: int) -> np.ndarray:
+    """Which head fills each slot (0 = engagement, 1 = relevance), interleaved in proportion."""
+    n_e = engagement_slots(alpha, k)
+    plan = np.empty(k, dtype=np.int8)
+    used = 0
+    for slot in range(k):
+        target = math.floor((slot + 1) * n_e / k + 0.5) if k else 0
+        if used < target:
+            plan[slot] = ENGAGEMENT_SOURCE
+            used += 1
+        else:
+            plan[slot] = RELEVANCE_SOURCE
+    return plan
+
+
+def quota_merge(engagement_indices: np.ndarray, engagement_scores: np.ndarray,
+                relevance_indices: np.ndarray, relevance_scores: np.ndarray, k: int,
+                alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Merge two heads' ranked lists (rows = triggers, ``-1`` pads) into ``k`` slots.
+
+    Returns ``(scores, indices, source, short_rows)``: each placed item's score in its own
+    head (the heads' scales differ; use the rank, not the score, across heads), the merged item
+    indices, the head each slot came from (0 engagement, 1 relevance, -1 empty) and the number
+    of rows where a head ran out and the quota could not be met exactly.
+    """
+    engagement_indices = np.asarray(engagement_indices)
+    relevance_indices = np.asarray(relevance_indices)
+    n = engagement_indices.shape[0]
+    plan = slot_plan(alpha, k)
+    indices = np.full((n, k), -1, dtype=np.int64)
+    scores = np.zeros((n, k), dtype=np.float32)
+    source = np.full((n, k), -1, dtype=np.int8)
+    lists = (engagement_indices, relevance_indices)
+    list_scores = (np.asarray(engagement_scores), np.asarray(relevance_scores))
+    short_rows = 0
+    for row in range(n):
+        pointers = [0, 0]
+        placed: set[int] = set()
+        rows = (lists[0][row], lists[1][row])
+        short = False
+        for slot in range(k):
+            wanted = int(plan[slot])
+            for head in (wanted, 1 - wanted):
+                candidates = rows[head]
+                pointer = pointers[head]
+                while pointer < len(candidates) and (candidates[pointer] < 0
+                                                     or int(candidates[pointer]) in placed):
+                    pointer += 1
+                pointers[head] = pointer
+                if pointer < len(candidates):
+                    item = int(candidates[pointer])
+                    placed.add(item)
+                    indices[row, slot] = item
+                    scores[row, slot] = list_scores[head][row, pointer]
+                    source[row, slot] = head
+                    pointers[head] = pointer + 1
+                    if head != wanted:
+                        short = True
+                    break
+            else:
+                short = True
+        short_rows += short
+    return scores, indices, source, short_rows

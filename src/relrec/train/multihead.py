@@ -1,0 +1,256 @@
+"""MTMH: one shared tower, an engagement head and a relevance head (SPEC §4, MTMH §3.2-3.3).
+
+* **engagement head** — ``L_co`` only (in-batch sampled softmax, accidental hits masked), on
+  the recommended CF base: the tower's own geometry (``normalize_embeddings``; the ``mtmh``
+  preset uses the raw inner product, τ = 1 and logQ correction, so a candidate's norm carries
+  its popularity).
+* **relevance head** — ``L_co + w_r · KL(P_content ‖ Q_model)`` (MTMH eq. 2). This head always
+  works on **unit vectors**: its ``L_co`` and its KL use cosine / ``relevance_temperature``,
+  and it is served by cosine too (``multihead.json`` lists it under ``normalized_heads``;
+  :class:`relrec.index.related.RelatedItems` normalises it at load). Reason: the KL compares
+  two softmaxes over the batch; with raw vectors a candidate's norm (popularity) would enter Q
+  but not P, so the head could not match the teacher by direction alone.
+* **teacher** — for each trigger in the batch, ``P = softmax_j(cos(content_t, content_j)/τ_c)``
+  over the batch's candidates, where the content vector is the fused, normalised
+  ``normalise(normalise(text) ⊕ normalise(visual))`` (whichever modalities the run has; an
+  item without any content is masked out: its rows take no part, its columns get P = Q = 0).
+  Columns holding the trigger itself are masked as in ``L_co``. The teacher is frozen; the
+  evaluation topics never enter it (they are not in the text, see SPEC §3).
+
+Ablations (MTMH Table 2), chosen by ``variant``:
+
+* ``mtmh`` — as above;
+* ``stmh`` — two heads, single task: both heads ``L_co`` only (same geometries, no KL);
+* ``mtsh`` — one head (``main``) on the multi-task loss: ``L_co`` in the tower's geometry plus
+  ``w_r · KL`` on the L2-normalised head vectors.
+
+Early stopping uses the first head's validation recall (the engagement head; ``main`` for
+MTSH); each head's validation recall at the end is written to ``training.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from relrec.config import RunConfig, TrainConfig
+from relrec.manifest import atomic_write_json, update_manifest
+from relrec.model.losses import sampled_softmax_loss
+from relrec.model.tower import ItemTower
+from relrec.run import RunData
+from relrec.train.content_inputs import attach_content, load_content
+from relrec.train.trainer import Trainer, build_examples, build_tower_config, item_embeddings, \
+    save_training_summary
+
+ENGAGEMENT, RELEVANCE = "engagement", "relevance"
+VARIANTS = {
+    # variant: (heads, heads that take the KL, heads served / trained on unit vectors)
+    "mtmh": ([ENGAGEMENT, RELEVANCE], {RELEVANCE}, {RELEVANCE}),
+    "stmh": ([ENGAGEMENT, RELEVANCE], set(), {RELEVANCE}),
+    "mtsh": (["main"], {"main"}, set()),
+}
+HEADS_FILE = "multihead.json"
+
+
+def fused_content(run: RunData, modalities=("text", "visual")) -> tuple[np.ndarray, np.ndarray,
+                                                                        list[str]]:
+    """The teacher's item vectors: normalise(normalise(text) ⊕ normalise(visual)), and a mask
+    of items with at least one modality. Missing modalities of an item are zeros."""
+    parts, masks, used = [], [], []
+    for modality in modalities:
+        loaded = load_content(run, modality)
+        if loaded is None or not loaded[1].any():
+            continue
+        vectors, ok = loaded
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        parts.append(np.where(ok[:, None], vectors, 0.0))
+        masks.append(ok)
+        used.append(modality)
+    if not parts:
+        raise FileNotFoundError("the MTMH teacher needs content vectors (run `relrec embed`)")
+    fused = np.concatenate(parts, axis=1)
+    fused /= np.maximum(np.linalg.norm(fused, axis=1, keepdims=True), 1e-12)
+    return fused.astype(np.float32), np.logical_or.reduce(masks), used
+
+
+def masked_distillation_kl(trigger_vectors: torch.Tensor, candidate_vectors: torch.Tensor,
+                           trigger_content: torch.Tensor, candidate_content: torch.Tensor,
+                           temperature: float, content_temperature: float,
+                           column_mask: torch.Tensor | None = None,
+                           row_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MTMH eq. 2 with masks: mean over usable triggers of KL(P_content ‖ Q_model).
+
+    ``column_mask`` (B_t, B_c) True = column takes part; ``row_mask`` (B_t,) True = trigger
+    takes part. Without masks this equals :func:`relrec.model.losses.distillation_kl`.
+    """
+    rows, columns = trigger_vectors.shape[0], candidate_vectors.shape[0]
+    if column_mask is None:
+        column_mask = torch.ones(rows, columns, dtype=torch.bool, device=trigger_vectors.device)
+    if row_mask is None:
+        row_mask = torch.ones(rows, dtype=torch.bool, device=trigger_vectors.device)
+    row_mask = row_mask & column_mask.any(dim=1)
+    if not bool(row_mask.any()):
+        return trigger_vectors.sum() * 0.0
+    neg_inf = torch.tensor(float("-inf"), device=trigger_vectors.device)
+    q_logits = torch.where(column_mask, trigger_vectors @ candidate_vectors.T / temperature,
+                           neg_inf)
+    log_q = F.log_softmax(q_logits[row_mask], dim=1)
+    with torch.no_grad():
+        p_logits = torch.where(column_mask,
+                               trigger_content @ candidate_content.T / content_temperature,
+                               neg_inf)
+        log_p = F.log_softmax(p_logits[row_mask], dim=1)
+        p = log_p.exp()
+    usable = column_mask[row_mask]
+    terms = torch.where(usable, p * (log_p - log_q), torch.zeros_like(log_q))
+    return terms.sum() / int(row_mask.sum())
+
+
+class MultiHeadTrainer(Trainer):
+    """:class:`Trainer` whose batch loss sums every head's loss (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, model_dir: str | Path, *, variant: str,
+                 teacher: np.ndarray | None, teacher_ok: np.ndarray | None,
+                 progress: bool = True):
+        super().__init__(config, model_dir, progress=progress)
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown MTMH variant {variant!r}; choose one of {list(VARIANTS)}")
+        self.variant = variant
+        self.heads, self.kl_heads, self.unit_heads = VARIANTS[variant]
+        if self.kl_heads and config.relevance_weight > 0 and teacher is None:
+            raise ValueError(f"variant {variant} distils from content: a teacher is needed")
+        self.teacher = None if teacher is None else torch.as_tensor(teacher)
+        self.teacher_ok = None if teacher_ok is None else torch.as_tensor(teacher_ok)
+        self.last_parts: dict[str, float] = {}
+
+    def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
+        config = self.config
+        items = torch.cat([batch_triggers, batch_candidates])
+        outputs = tower.all_heads(items)
+        log_q = log_q_table[batch_candidates] if log_q_table is not None else None
+        total = 0.0
+        parts = {}
+        for head in self.heads:
+            vectors = outputs[head]
+            unit = head in self.unit_heads
+            if unit:
+                vectors = F.normalize(vectors, dim=-1)
+            temperature = config.relevance_temperature if unit else config.temperature
+            trigger_vectors, candidate_vectors = vectors.split(len(batch_triggers))
+            loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors, batch_triggers,
+                                           batch_candidates, temperature, batch_weights, log_q)
+            total = total + loss
+            parts[f"{head}_co"] = float(loss.detach())
+            if head in self.kl_heads and config.relevance_weight > 0:
+                column_mask = (self.teacher_ok[batch_candidates].unsqueeze(0)
+                               & (batch_candidates.unsqueeze(0) != batch_triggers.unsqueeze(1)))
+                kl = masked_distillation_kl(
+                    F.normalize(trigger_vectors, dim=-1), F.normalize(candidate_vectors, dim=-1),
+                    self.teacher[batch_triggers], self.teacher[batch_candidates],
+                    config.relevance_temperature, config.content_temperature,
+                    column_mask=column_mask, row_mask=self.teacher_ok[batch_triggers])
+                total = total + config.relevance_weight * kl
+                parts[f"{head}_kl"] = float(kl.detach())
+        self.last_parts = parts
+        return total
+
+
+def head_embeddings(tower: ItemTower, known: np.ndarray, unit_heads) -> dict[str, np.ndarray]:
+    """Every head's item vectors as served (unit heads L2-normalised)."""
+    out = {}
+    for head in tower.config.heads:
+        vectors = item_embeddings(tower, known, head=head)
+        if head in unit_heads:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        out[head] = vectors
+    return out
+
+
+def _recall(embeddings: np.ndarray, eligible: np.ndarray, triggers: np.ndarray,
+            targets: np.ndarray, k: int) -> float:
+    from relrec.index.faiss_index import ItemIndex
+
+    if len(triggers) == 0:
+        return float("nan")
+    index = ItemIndex(embeddings.shape[1])
+    index.add(embeddings[eligible], np.flatnonzero(eligible))
+    unique, rows = np.unique(triggers, return_inverse=True)
+    _, ranked = index.search(embeddings[unique], k, exclude=unique)
+    return float((ranked[rows] == targets[:, None]).any(axis=1).mean())
+
+
+def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
+                        max_seconds: float | None = None, model_name: str = "model",
+                        variant: str = "mtmh") -> dict:
+    """Train an MTMH model (or an ablation) into ``RUN_DIR/<model_name>``.
+
+    Mirrors :func:`relrec.train.pipeline.train_run` (content computed when missing, a modality
+    without data dropped with a note) and writes ``multihead.json`` beside the weights.
+    """
+    from relrec.content.stage import ensure_content
+
+    run = RunData(run_dir)
+    train_config = config.train
+    notes: dict = {"variant": variant}
+    started = time.perf_counter()
+    wanted = ["text"] + (["visual"] if train_config.use_visual else [])
+    available = ensure_content(run, wanted, config.content, progress=progress, notes=notes)
+    text_dim = available.get("text", 0) if train_config.use_text else 0
+    visual_dim = available.get("visual", 0) if train_config.use_visual else 0
+    if train_config.use_text and not text_dim:
+        train_config = train_config.model_copy(update={"use_text": False})
+    if train_config.use_visual and not visual_dim:
+        train_config = train_config.model_copy(update={"use_visual": False})
+    if not (train_config.use_id or text_dim or visual_dim):
+        raise ValueError("no input left for the tower: enable use_id or provide content")
+    heads, kl_heads, unit_heads = VARIANTS[variant]
+    teacher = teacher_ok = None
+    if kl_heads:
+        teacher, teacher_ok, used = fused_content(run, tuple(available) or ("text",))
+        notes["teacher"] = {"modalities": used, "items_with_content": int(teacher_ok.sum()),
+                            "content_temperature": train_config.content_temperature}
+
+    examples = build_examples(run.train_pairs, run.trigger_frequency, train_config, None)
+    tower_config = build_tower_config(run.n_items, train_config, text_dim, visual_dim,
+                                      heads=list(heads))
+    tower = ItemTower(tower_config)
+    attach_content(tower, run)
+    known = run.in_train
+    has_content = bool(text_dim or visual_dim)
+    eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
+    valid = run.valid_pairs
+    valid = valid[~valid["cold"]] if not has_content else valid
+    model_dir = run.run_dir / model_name
+    trainer = MultiHeadTrainer(train_config, model_dir, variant=variant, teacher=teacher,
+                               teacher_ok=teacher_ok, progress=progress)
+    valid_triggers = valid["trigger_index"].to_numpy()
+    valid_targets = valid["target_index"].to_numpy()
+    summary = trainer.fit(
+        tower, examples, known=known, eligible=eligible, valid_triggers=valid_triggers,
+        valid_targets=valid_targets, candidate_frequency=run.candidate_frequency,
+        fingerprint_payload={"run": str(run.manifest.get("inputs")),
+                             "pairs": run.manifest.get("pairs"), "variant": variant,
+                             "teacher": notes.get("teacher")},
+        max_seconds=max_seconds)
+    tower.save(model_dir)
+    embeddings = head_embeddings(tower, known, unit_heads)
+    summary["valid_recall_by_head"] = {
+        head: _recall(vectors, eligible, valid_triggers, valid_targets,
+                      train_config.early_stopping_k) for head, vectors in embeddings.items()}
+    atomic_write_json(model_dir / HEADS_FILE, {
+        "variant": variant, "heads": list(heads), "normalized_heads": sorted(unit_heads),
+        "distilled_heads": sorted(kl_heads), "default_alpha": 0.5,
+        "engagement_head": ENGAGEMENT if ENGAGEMENT in heads else None,
+        "relevance_head": RELEVANCE if RELEVANCE in heads else None})
+    summary.update({"train_config": train_config.model_dump(mode="json"),
+                    "tower": tower_config.model_dump(mode="json"), "notes": notes,
+                    "seconds": time.perf_counter() - started})
+    save_training_summary(model_dir, summary)
+    section = "train" if model_name == "model" else f"train:{model_name}"
+    update_manifest(run.run_dir, section, {
+        k: v for k, v in summary.items() if k != "history"} | {"epochs_run": len(summary["history"])})
+    return summary
