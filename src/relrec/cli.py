@@ -197,8 +197,12 @@ def study(run_dir: Path = typer.Argument(...),
         from relrec.evaluate.study_mtmh import run_mtmh_study
 
         result = run_mtmh_study(run_dir, config, split=split, progress=progress)
+    elif name == "caviar":
+        from relrec.evaluate.caviar_eval import run_caviar_study
+
+        result, _ = run_caviar_study(run_dir, config)
     else:
-        raise ValueError(f"unknown study {name!r}: choose paper or mtmh")
+        raise ValueError(f"unknown study {name!r}: choose paper, mtmh or caviar")
     from relrec.evaluate.report import markdown_table
 
     console.print(markdown_table(result))
@@ -210,6 +214,13 @@ def study(run_dir: Path = typer.Argument(...),
 def export(run_dir: Path = typer.Argument(...),
            out: Path = typer.Option(..., "--out", help="Parquet file to write"),
            k: int = typer.Option(100, "--k", min=1, max=10000),
+           alpha: Optional[float] = typer.Option(
+               None, "--alpha", min=0.0, max=1.0,
+               help="MTMH: share of slots from the engagement head (ignored for one head)"),
+           diversify: bool = typer.Option(False, "--diversify",
+                                          help="CAViaR re-rank of the first K slots"),
+           page: int = typer.Option(10, "--page", min=1, help="with --diversify: page size p"),
+           window: int = typer.Option(20, "--window", min=1, help="with --diversify: window n"),
            progress: bool = ProgressOption):
     """Write every item's top-K related list: trigger, item, rank, score."""
     from rich.progress import Progress
@@ -217,21 +228,46 @@ def export(run_dir: Path = typer.Argument(...),
     from relrec.index.related import RelatedItems
 
     model = RelatedItems.load(run_dir)
+    if alpha is not None and not model.two_heads:
+        console.print("note: --alpha ignored: this model has a single head")
+        alpha = None
     with Progress(disable=not progress) as bar:
         task = bar.add_task("export", total=int(model.eligible.sum()))
-        rows = model.export(out, k, progress=lambda n: bar.advance(task, n))
+        rows = model.export(out, k, progress=lambda n: bar.advance(task, n), alpha=alpha,
+                            diversify=diversify, window=window, page_size=page)
     console.print(f"[green]wrote[/green] {rows} rows to {out}")
 
 
 @app.command()
 @user_errors
 def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument(...),
-              k: int = typer.Option(10, "--k", min=1, max=1000)):
+              k: int = typer.Option(10, "--k", min=1, max=1000),
+              alpha: Optional[float] = typer.Option(
+                  None, "--alpha", min=0.0, max=1.0,
+                  help="MTMH: share of slots from the engagement head (ignored for one head)"),
+              diversify: bool = typer.Option(False, "--diversify",
+                                             help="CAViaR re-rank, one page of k at a time"),
+              page: int = typer.Option(1, "--page", min=1,
+                                       help="with --diversify: show page P (pages 1..P placed)"),
+              window: int = typer.Option(20, "--window", min=1,
+                                         help="with --diversify: search window n")):
     """Print an item's related list with titles."""
+    import pandas as pd
+
     from relrec.index.related import RelatedItems
 
     model = RelatedItems.load(run_dir)
-    frame = model.describe([item_id], k)
+    trigger = model.run.indices_for_ids([item_id])
+    scores, indices, notes = model.related(trigger, k, alpha=alpha, diversify=diversify,
+                                           page=page, window=window)
+    for note in notes:
+        console.print(f"note: {note}")
+    titles = model.run.items["title"].to_numpy()
+    first = (page - 1) * k + 1 if diversify else 1
+    frame = pd.DataFrame([{"rank": first + r, "item": str(model.run.item_ids[i]),
+                           "title": titles[i], "score": float(s)}
+                          for r, (i, s) in enumerate(zip(indices[0], scores[0])) if i >= 0])
+    frame = frame if len(frame) else pd.DataFrame(columns=["rank", "item", "title", "score"])
     title = model.run.items.set_index("item_id")["title"].get(item_id, "")
     table = Table(title=f"related to {item_id}: {title}")
     for column in ("rank", "item", "title", "score"):
@@ -239,6 +275,26 @@ def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument
     for row in frame.itertuples():
         table.add_row(str(row.rank), row.item, row.title, f"{row.score:.3f}")
     console.print(table)
+
+
+@app.command("train-reranker")
+@user_errors
+def train_reranker_command(
+        run_dir: Path = typer.Argument(...),
+        alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0,
+                                              help="MTMH main ranking's α"),
+        slate_size: int = typer.Option(20, help="slate = the trigger's top-N related list"),
+        epochs: int = typer.Option(6, min=1), topics: Optional[int] = typer.Option(
+            None, help="derived topics (k-means clusters of content)")):
+    """Train the CAViaR contextual re-ranker (and its point-wise baseline) into RUN_DIR/rerank
+    from validation-period sessions; test sessions are never read."""
+    from relrec.rerank.train import train_reranker
+
+    summary = train_reranker(run_dir, alpha=alpha, slate_size=slate_size, epochs=epochs,
+                             n_topics=topics)
+    console.print(f"[green]re-ranker trained[/green]: {summary['slots']} slots from "
+                  f"{summary['slates']} validation slates, positive rate "
+                  f"{summary['positive_rate']:.3f} ({summary['seconds']:.0f}s)")
 
 
 @app.command()

@@ -131,7 +131,7 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
     model = RelatedItems.load(run_dir, model_name=model_name)
     main = _Main(model, alpha)
     n_boot = config.evaluate.n_bootstrap
-    directory = Path(out_dir) if out_dir else run.run_dir / "studies" / "caviar"
+    directory = Path(out_dir) if out_dir else run.run_dir / "study" / "caviar"
     directory.mkdir(parents=True, exist_ok=True)
 
     # 1. NE and calibration on test-period slates

@@ -45,8 +45,12 @@ def train_variants(run_dir: str | Path, config: RunConfig, variants=("mtmh", "mt
     from relrec.train.multihead import train_multihead_run
     from relrec.train.presets import resolve_train_config
 
-    overrides = {"max_epochs": max_epochs} if max_epochs else {}
-    train_config = resolve_train_config(config.train, "mtmh", overrides)
+    from relrec.config import TrainConfig
+
+    overrides = {"max_epochs": max_epochs or config.train.max_epochs, "seed": config.train.seed}
+    # a config already on the mtmh preset keeps its settings; any other starts from the preset
+    base = config.train if config.train.preset == "mtmh" else TrainConfig()
+    train_config = resolve_train_config(base, "mtmh", overrides)
     names = {}
     for variant in variants:
         name = f"mtmh_{variant}"
@@ -155,7 +159,7 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
                          notes=notes, relevance_metric=relevance_metric,
                          manifest=str(run.run_dir / "manifest.json"))
     if write:
-        directory = Path(out_dir) if out_dir else run.run_dir / "studies" / "mtmh"
+        directory = Path(out_dir) if out_dir else run.run_dir / "study" / "mtmh"
         directory.mkdir(parents=True, exist_ok=True)
         figure = alpha_curve_plot(result, directory / "alpha_recall_vs_relevance.png")
         write_report(result, directory, extra_figures=[figure])

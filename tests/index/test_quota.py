@@ -1,0 +1,97 @@
+"""The MTMH quota merge is exact: α=1 → engagement list, α=0 → relevance list, slot counts."""
+
+import numpy as np
+import pytest
+
+from relrec.index.quota import engagement_slots, quota_merge, slot_plan
+from relrec.index.related import RelatedItems
+
+
+def _lists(rng, n_rows, length, n_items, overlap):
+    engagement = np.stack([rng.permutation(n_items)[:length] for _ in range(n_rows)])
+    # plant duplicates: the relevance head starts with some of the engagement head's items
+    relevance = []
+    for row in engagement:
+        shared = row[1:overlap + 1].tolist()
+        rest = [i for i in rng.permutation(n_items).tolist() if i not in shared]
+        relevance.append(shared + rest[:length - len(shared)])
+    relevance = np.asarray(relevance)
+    scores = -np.arange(length, dtype=np.float32)[None, :].repeat(n_rows, 0)
+    return engagement, relevance, scores
+
+
+@pytest.mark.parametrize("k", [1, 7, 10, 25])
+def test_slot_counts_follow_alpha_exactly(k):
+    rng = np.random.default_rng(0)
+    engagement, relevance, scores = _lists(rng, 20, k, 200, overlap=min(k - 1, 5))
+    for alpha in np.round(np.linspace(0, 1, 11), 1):
+        _, merged, source, short = quota_merge(engagement, scores, relevance, scores + 1, k,
+                                               alpha)
+        expected = int(np.floor(alpha * k + 0.5))
+        assert short == 0
+        assert ((source == 0).sum(axis=1) == expected).all()
+        assert ((source == 1).sum(axis=1) == k - expected).all()
+        for row in range(len(merged)):  # no duplicates, every slot filled
+            assert len(set(merged[row].tolist())) == k and (merged[row] >= 0).all()
+            # each head's items appear in that head's own order (back-fill from the same head)
+            for head, lists in ((0, engagement), (1, relevance)):
+                taken = merged[row][source[row] == head]
+                positions = [list(lists[row]).index(item) for item in taken]
+                assert positions == sorted(positions)
+
+
+def test_alpha_one_and_zero_give_each_head_list():
+    rng = np.random.default_rng(1)
+    engagement, relevance, scores = _lists(rng, 5, 10, 50, overlap=4)
+    _, merged, _, _ = quota_merge(engagement, scores, relevance, scores, 10, 1.0)
+    np.testing.assert_array_equal(merged, engagement)
+    _, merged, _, _ = quota_merge(engagement, scores, relevance, scores, 10, 0.0)
+    np.testing.assert_array_equal(merged, relevance)
+
+
+def test_interleaving_is_proportional_and_duplicates_back_fill_from_same_head():
+    plan = slot_plan(0.3, 10)
+    assert plan.tolist().count(0) == 3
+    prefix = np.cumsum(plan == 0)
+    ideal = 0.3 * np.arange(1, 11)
+    assert np.all(np.abs(prefix - ideal) <= 1.0)
+    engagement = np.array([[1, 2, 3, 4]])
+    relevance = np.array([[1, 5, 6, 7]])  # item 1 is in both lists
+    scores = np.zeros((1, 4), np.float32)
+    _, merged, source, _ = quota_merge(engagement, scores, relevance, scores, 4, 0.5)
+    assert sorted(merged[0].tolist()) == [1, 2, 5, 6]  # relevance skipped its duplicate 1
+    assert (source[0] == 0).sum() == 2
+
+
+def test_a_head_that_runs_out_is_reported_and_filled_from_the_other():
+    engagement = np.array([[1, -1, -1]])
+    relevance = np.array([[4, 5, 6]])
+    scores = np.zeros((1, 3), np.float32)
+    _, merged, source, short = quota_merge(engagement, scores, relevance, scores, 3, 1.0)
+    assert short == 1 and merged[0].tolist() == [1, 4, 5]
+    assert engagement_slots(0.25, 10) == 3 and engagement_slots(0.35, 10) == 4
+    with pytest.raises(ValueError):
+        engagement_slots(1.5, 10)
+
+
+def test_related_items_alpha_through_the_indexes_and_single_head_note():
+    rng = np.random.default_rng(2)
+    n = 60
+    heads = {"engagement": rng.normal(size=(n, 8)).astype(np.float32),
+             "relevance": rng.normal(size=(n, 8)).astype(np.float32)}
+    model = RelatedItems(None, heads, np.ones(n, dtype=bool))
+    triggers = np.arange(6)
+    eng = model.similar_indices(triggers, 10, head="engagement")[1]
+    rel = model.similar_indices(triggers, 10, head="relevance")[1]
+    _, one, notes = model.related(triggers, 10, alpha=1.0)
+    np.testing.assert_array_equal(one, eng)
+    assert notes == []
+    np.testing.assert_array_equal(model.related(triggers, 10, alpha=0.0)[1], rel)
+    _, mixed, _ = model.related(triggers, 10, alpha=0.4)
+    for row in range(len(triggers)):
+        assert triggers[row] not in mixed[row]
+        assert len(set(mixed[row].tolist())) == 10
+    single = RelatedItems(None, {"main": heads["engagement"]}, np.ones(n, dtype=bool))
+    _, indices, notes = single.related(triggers, 10, alpha=0.3)
+    np.testing.assert_array_equal(indices, eng)
+    assert notes and "ignored" in notes[0]
