@@ -57,6 +57,9 @@ class TrainConfig(_Section):
     early_stopping_k: int = Field(50, ge=1, description="validation recall@K drives early stopping")
     seed: int = 0
     logq_correction: bool = False
+    logq_strength: float = Field(
+        1.0, ge=0.0, le=1.0, description="subtract strength·log q: 1 = full correction (scores "
+        "≈ log p(c|t)), 0 = none (PMI-like, popular items buried); between trades the two")
     # multi-task (paper eq. 4-5): per-pair weight (w_co + w_sem * I(sem))
     w_co: float = Field(1.0, ge=0.0)
     w_sem: float = Field(0.0, ge=0.0)

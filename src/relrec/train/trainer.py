@@ -154,7 +154,7 @@ class Trainer:
         optimizer = torch.optim.Adam(tower.parameters(), lr=config.learning_rate,
                                      weight_decay=config.weight_decay)
         log_q_table = (log_sampling_probability(torch.as_tensor(candidate_frequency))
-                       if config.logq_correction else None)
+                       * config.logq_strength if config.logq_correction else None)
         # the stopping rule may change between a killed run and its resume; nothing else
         fingerprint = config_fingerprint({**fingerprint_payload, "train": config.model_dump(
             mode="json", exclude={"max_epochs", "patience", "num_threads"})})
