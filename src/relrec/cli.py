@@ -180,6 +180,7 @@ def study(run_dir: Path = typer.Argument(...),
           epochs: Optional[int] = typer.Option(None, help="max epochs per variant"),
           system: Optional[list[str]] = typer.Option(None, help="only these rows"),
           peers: bool = typer.Option(True, "--peers/--no-peers"),
+          report_only: bool = typer.Option(False, help="report the rows finished so far"),
           bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
           config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
     """Run a study: every variant and peer on the same split; Markdown + JSON + HTML report."""
@@ -192,7 +193,8 @@ def study(run_dir: Path = typer.Argument(...),
         from relrec.evaluate.study_paper import run_paper_study
 
         result = run_paper_study(run_dir, config, split=split, include_peers=peers,
-                                 systems=system or None, progress=progress)
+                                 systems=system or None, progress=progress,
+                                 report_only=report_only)
     elif name == "mtmh":
         from relrec.evaluate.study_mtmh import run_mtmh_study
 
@@ -258,7 +260,7 @@ def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument
 
     model = RelatedItems.load(run_dir)
     trigger = model.run.indices_for_ids([item_id])
-    scores, indices, notes = model.related(trigger, k, alpha=alpha, diversify=diversify,
+    scores, indices, notes = model.related_lists(trigger, k, alpha=alpha, diversify=diversify,
                                            page=page, window=window)
     for note in notes:
         console.print(f"note: {note}")

@@ -12,7 +12,9 @@ Segments: ``all`` (warm pairs: trigger and target seen in training), ``popular_t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from relrec.evaluate.metrics import (PerTrigger, content_similarity_at_k, covera
                                      ndcg_at_k, novelty_at_k, popular_share_at_k,
                                      popularity_masks, recall_at_k, topic_jaccard_at_k,
                                      topic_match_rate_at_k)
+from relrec.manifest import atomic_write_json
 from relrec.run import RunData
 
 SEGMENTS = ("all", "popular_triggers", "unpopular_triggers", "cold")
@@ -132,3 +135,35 @@ def format_interval(entry: dict, percent: bool = True) -> str:
     scale = 100.0 if percent else 1.0
     return (f"{entry['value'] * scale:.2f} [{entry['low'] * scale:.2f}, "
             f"{entry['high'] * scale:.2f}]")
+
+
+def save_evaluation(evaluation: SystemEvaluation, path: str | Path) -> None:
+    """Per-trigger arrays (NumPy .npz, no pickle) + the summary (JSON) beside it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for segment, metrics in evaluation.per_trigger.items():
+        for metric, values in metrics.items():
+            arrays[f"{segment}|{metric}|numerator"] = values.numerator
+            arrays[f"{segment}|{metric}|denominator"] = values.denominator
+    temporary = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(temporary, **arrays)
+    temporary.replace(path.with_suffix(".npz"))
+    atomic_write_json(path.with_suffix(".json"),
+                      {"name": evaluation.name, "summary": evaluation.summary})
+
+
+def load_evaluation(path: str | Path) -> SystemEvaluation | None:
+    path = Path(path)
+    if not (path.with_suffix(".json").exists() and path.with_suffix(".npz").exists()):
+        return None
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    evaluation = SystemEvaluation(sidecar["name"], summary=sidecar["summary"])
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as arrays:
+        for key in arrays.files:
+            segment, metric, part = key.split("|")
+            if part != "numerator":
+                continue
+            evaluation.per_trigger.setdefault(segment, {})[metric] = PerTrigger(
+                arrays[key], arrays[f"{segment}|{metric}|denominator"])
+    return evaluation

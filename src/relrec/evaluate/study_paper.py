@@ -18,16 +18,18 @@ preset) uses the validation split only; the reported table is the ``split`` requ
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from relrec.config import RunConfig, TrainConfig
-from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
+from relrec.evaluate.evaluation import (evaluate_system, load_evaluation, paired_differences,
+                                        save_evaluation, segment_pairs)
 from relrec.evaluate.peers import CoVisitation, ContentKNN, ImplicitALS, Item2Vec, Popularity
 from relrec.evaluate.report import StudyResult, StudyRow, write_report
-from relrec.manifest import update_manifest
+from relrec.manifest import atomic_write_json, update_manifest
 from relrec.run import RunData
 from relrec.train.presets import PRESETS, resolve_train_config
 
@@ -102,7 +104,11 @@ def tuned_peers(run: RunData, config: RunConfig, progress: bool) -> tuple[list, 
 
 def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "test",
                     fusion_ratio: float = 500, include_peers: bool = True,
-                    systems: list[str] | None = None, progress: bool = True) -> StudyResult:
+                    systems: list[str] | None = None, progress: bool = True,
+                    report_only: bool = False) -> StudyResult:
+    """Train and score every row; each finished row is cached under RUN/study/paper/rows, so
+    an interrupted study resumes where it stopped (training itself resumes from checkpoints)
+    and ``report_only`` writes the report from the rows finished so far."""
     from relrec.index.related import RelatedItems
     from relrec.train.pipeline import train_run
 
@@ -112,19 +118,33 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "tes
     valid_segments = segment_pairs(run, "valid", config.evaluate)
     rows, evaluations, notes, validation = [], {}, [], {}
     started = time.perf_counter()
+    directory = Path(run_dir) / "study" / "paper"
+    rows_dir = directory / "rows"
     for system, group, overrides in paper_variants(fusion_ratio):
         if systems and system not in systems:
             continue
         train_config = variant_config(base, overrides)
         variant = config.model_copy(update={"train": train_config})
         name = model_name_for(system)
-        if progress:
-            console.print(f"[bold]study[/bold] training {system}")
-        summary = train_run(run_dir, variant, progress=progress, model_name=name)
-        model = RelatedItems.load(run_dir, model_name=name)
-        evaluation = evaluate_system(run, model, system, config.evaluate, split, segments)
-        validation[system] = evaluate_system(run, model, system, config.evaluate, "valid",
-                                             {"all": valid_segments["all"]}).summary["all"]
+        cache = rows_dir / name.split("/")[-1]
+        evaluation = load_evaluation(cache.with_name(cache.name + f"_{split}"))
+        valid_evaluation = load_evaluation(cache.with_name(cache.name + "_valid"))
+        training_json = Path(run_dir) / name / "training.json"
+        if evaluation is None or valid_evaluation is None or not training_json.exists():
+            if report_only:
+                notes.append(f"{system}: not run")
+                continue
+            if progress:
+                console.print(f"[bold]study[/bold] training {system}")
+            train_run(run_dir, variant, progress=progress, model_name=name)
+            model = RelatedItems.load(run_dir, model_name=name)
+            evaluation = evaluate_system(run, model, system, config.evaluate, split, segments)
+            valid_evaluation = evaluate_system(run, model, system, config.evaluate, "valid",
+                                               {"all": valid_segments["all"]})
+            save_evaluation(evaluation, cache.with_name(cache.name + f"_{split}"))
+            save_evaluation(valid_evaluation, cache.with_name(cache.name + "_valid"))
+        summary = json.loads(training_json.read_text())
+        validation[system] = valid_evaluation.summary["all"]
         evaluations[system] = evaluation
         rows.append(StudyRow(system, group, evaluation.summary, settings={
             "train": summary["train_config"], "notes": summary["notes"],
@@ -142,13 +162,25 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "tes
         rows.insert(1, StudyRow("content kNN", "Table I", evaluations["content kNN"].summary,
                                 settings={"modalities": list(content.modalities)}))
     peer_choices = {}
+    choices_path = rows_dir / "peer_choices.json"
     if include_peers:
-        chosen, peer_choices = tuned_peers(run, config, progress)
-        for family, peer in chosen:
-            evaluations[family] = evaluate_system(run, peer, family, config.evaluate, split,
-                                                  segments)
-            rows.append(StudyRow(family, "peers", evaluations[family].summary,
-                                 settings=peer_choices[family]["chosen"]))
+        families = ("popularity", "covisitation", "als", "item2vec")
+        cached = {family: load_evaluation(rows_dir / f"peer_{family}_{split}")
+                  for family in families}
+        if all(cached.values()) and choices_path.exists():
+            peer_choices = json.loads(choices_path.read_text())
+            evaluations.update(cached)
+        elif not report_only:
+            chosen, peer_choices = tuned_peers(run, config, progress)
+            for family, peer in chosen:
+                evaluations[family] = evaluate_system(run, peer, family, config.evaluate,
+                                                      split, segments)
+                save_evaluation(evaluations[family], rows_dir / f"peer_{family}_{split}")
+            atomic_write_json(choices_path, peer_choices)
+        for family in families:
+            if family in evaluations:
+                rows.append(StudyRow(family, "peers", evaluations[family].summary,
+                                     settings=peer_choices[family]["chosen"]))
     reference = "cf" if "cf" in evaluations else rows[0].system
     for row in rows:
         if row.system != reference:
@@ -171,7 +203,6 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "tes
         name="paper", split=split, reference=reference, rows=rows, curves=curves, notes=notes,
         relevance_metric="topic_match_rate@10" if run.has_topics else "content_similarity@10",
         manifest=str(Path(run_dir) / "manifest.json"))
-    directory = Path(run_dir) / "study" / "paper"
     paths = write_report(result, directory)
     update_manifest(run_dir, "study_paper", {
         "report": str(paths["html"]), "results": str(paths["json"]), "split": split,
