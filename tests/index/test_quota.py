@@ -92,6 +92,7 @@ def test_related_items_alpha_through_the_indexes_and_single_head_note():
         assert triggers[row] not in mixed[row]
         assert len(set(mixed[row].tolist())) == 10
     single = RelatedItems(None, {"main": heads["engagement"]}, np.ones(n, dtype=bool))
-    _, indices, notes = single.related(triggers, 10, alpha=0.3)
+    assert single.related is None  # the service keeps its plain path and note
+    _, indices, notes = single.related_lists(triggers, 10, alpha=0.3)
     np.testing.assert_array_equal(indices, eng)
     assert notes and "ignored" in notes[0]

@@ -107,14 +107,30 @@ class RelatedItems:
     # -- α + CAViaR diversify: the entry point the HTTP service calls ----------------------
     def reranker(self):
         """The CAViaR re-ranker of RUN_DIR/rerank/ (loaded once), or None when absent."""
-        if self._reranker is None:
+        if self._reranker is None and self.run is not None:
             from relrec.rerank.model import ContextualReranker, reranker_dir
 
             if reranker_dir(self.run.run_dir).exists():
                 self._reranker = ContextualReranker.load(reranker_dir(self.run.run_dir))
         return self._reranker
 
-    def related(self, trigger_indices, k: int, alpha: float | None = None,
+    @property
+    def related(self):
+        """:meth:`related_lists` when α or diversify can change anything (two heads, or a
+        re-ranker in RUN_DIR/rerank); None otherwise, so a caller that probes for it (the HTTP
+        service) keeps its plain path and its "alpha ignored" note for single-head models."""
+        override = self.__dict__.get("_related_override")
+        if override is not None:
+            return override
+        if self.two_heads or self.reranker() is not None:
+            return self.related_lists
+        return None
+
+    @related.setter
+    def related(self, function) -> None:  # a caller may wrap or replace the entry point
+        self.__dict__["_related_override"] = function
+
+    def related_lists(self, trigger_indices, k: int, alpha: float | None = None,
                 diversify: bool = False, page: int = 1, window: int = 20,
                 page_size: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(scores, indices, notes), shape (n, k). ``alpha``: quota merge of a two-head model
