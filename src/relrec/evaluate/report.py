@@ -81,7 +81,7 @@ def markdown_table(result: StudyResult, segments=("all",),
 
 def paired_table(result: StudyResult, metrics=(ENGAGEMENT, None)) -> str:
     metrics = [result.relevance_metric if m is None else m for m in metrics]
-    lines = [f"| system | " + " | ".join(f"Δ {m} vs {result.reference}" for m in metrics) + " |",
+    lines = ["| system | " + " | ".join(f"Δ {m} vs {result.reference}" for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     for row in result.rows:
         if not row.paired_vs_reference or row.system == result.reference:

@@ -11,7 +11,6 @@ from relrec.evaluate.evaluation import (evaluate_system, format_interval, paired
                                         segment_pairs)
 from relrec.evaluate.peers import CoVisitation, Popularity
 from relrec.manifest import atomic_write_json, update_manifest
-from relrec.run import RunData
 
 
 def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "test",

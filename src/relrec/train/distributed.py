@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -169,66 +167,32 @@ def train_run_distributed(run_dir: str | Path, config: RunConfig, *, progress: b
     embeddings first (the others then read the cache), every rank builds the same examples,
     and only rank 0 writes the model, the summary and the manifest.
     """
-    from relrec.manifest import update_manifest
-    from relrec.model.tower import ItemTower
-    from relrec.run import RunData
-    from relrec.train.content_inputs import attach_content
-    from relrec.train.pipeline import semantic_pair_labels
-    from relrec.train.trainer import build_examples, build_tower_config, save_training_summary
+    from relrec.content.stage import ensure_content
+    from relrec.train.pipeline import prepare_training
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    train_config = config.train
-    local_slice(train_config.batch_size, rank, world)  # fail early on an indivisible batch
-    run = RunData(run_dir)
+    local_slice(config.train.batch_size, rank, world)  # fail early on an indivisible batch
     notes: dict = {"distributed": {"world_size": world, "backend": dist.get_backend(),
-                                   "global_batch": train_config.batch_size}}
-    started = time.perf_counter()
-    text_dim = visual_dim = 0
-    needs_text = train_config.use_text or train_config.w_sem > 0
-    if needs_text or train_config.use_visual:
-        from relrec.content.stage import ensure_content
+                                   "global_batch": config.train.batch_size}}
 
-        modalities = [m for m, wanted in (("text", needs_text),
-                                          ("visual", train_config.use_visual)) if wanted]
+    def fill_content(run, modalities, notes):
         available = {}
         for turn in (0, 1):  # rank 0 fills the cache, then the others read it
             if (rank == 0) == (turn == 0):
                 available = ensure_content(run, modalities, config.content,
                                            progress=progress and rank == 0, notes=notes)
             dist.barrier()
-        text_dim = available.get("text", 0) if train_config.use_text else 0
-        visual_dim = available.get("visual", 0) if train_config.use_visual else 0
-        train_config = train_config.model_copy(update={"use_text": bool(text_dim),
-                                                       "use_visual": bool(visual_dim)})
-    semantic_label = semantic_pair_labels(run, train_config, notes)
-    examples = build_examples(run.train_pairs, run.trigger_frequency, train_config,
-                              semantic_label)
-    torch.manual_seed(train_config.seed)
-    tower = ItemTower(build_tower_config(run.n_items, train_config, text_dim, visual_dim))
-    attach_content(tower, run)
+        return available
+
+    setup = prepare_training(run_dir, config, progress=progress, notes=notes,
+                             fill_content=fill_content)
+    tower = setup.tower()
     ddp = wrap_ddp(tower)  # broadcasts rank 0's initial parameters
-    known = run.in_train
-    has_content = bool(text_dim or visual_dim)
-    eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
-    valid = run.valid_pairs
-    valid = valid[~valid["cold"]] if not has_content else valid
-    trainer = DistributedTrainer(train_config, run.run_dir / "model", ddp, progress=progress)
-    summary = trainer.fit(
-        tower, examples, known=known, eligible=eligible,
-        valid_triggers=valid["trigger_index"].to_numpy(),
-        valid_targets=valid["target_index"].to_numpy(),
-        candidate_frequency=run.candidate_frequency,
-        fingerprint_payload={"run": str(run.manifest.get("inputs")),
-                             "pairs": run.manifest.get("pairs")})
-    summary.update({"train_config": train_config.model_dump(mode="json"),
-                    "tower": tower.config.model_dump(mode="json"), "notes": notes,
-                    "seconds": time.perf_counter() - started})
+    trainer = DistributedTrainer(setup.train_config, setup.run.run_dir / "model", ddp,
+                                 progress=progress)
+    summary = trainer.fit(tower, setup.examples, **setup.fit_arguments())
     if rank == 0:
-        tower.save(run.run_dir / "model")
-        save_training_summary(run.run_dir / "model", summary)
-        update_manifest(run.run_dir, "train", {k: v for k, v in summary.items()
-                                               if k != "history"}
-                        | {"epochs_run": len(summary["history"])})
+        summary = setup.finish(tower, summary)
     dist.barrier()
     return summary
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,108 @@ def semantic_pair_labels(run: RunData, train_config: TrainConfig, notes: dict) -
         threshold, rule = choose_semantic_threshold(
             np.repeat(scores[both_ok], pairs["pair_count"].to_numpy()[both_ok]),
             rule="random-baseline", random_pair_scores=random_scores)
-    labels = (scores >= threshold) & both_ok
+    labels = semantic_labels(scores, threshold) & both_ok
     weighted_share = float((labels * pairs["pair_count"]).sum() / pairs["pair_count"].sum())
     notes["semantic_labels"] = {"threshold": float(threshold), "rule": rule,
                                 "positive_share_of_pairs": weighted_share}
     return labels
+
+
+@dataclass
+class TrainingSetup:
+    """Everything a trainer needs from a run, shared by single-process, DDP and two-head
+    training: the effective config (modalities without data switched off), examples with
+    their per-pair weights, and the validation pairs used for early stopping."""
+    run: RunData
+    train_config: TrainConfig
+    text_dim: int
+    visual_dim: int
+    available: dict
+    examples: object
+    known: np.ndarray
+    eligible: np.ndarray
+    valid_triggers: np.ndarray
+    valid_targets: np.ndarray
+    notes: dict
+    started: float
+
+    def tower(self, heads: list[str] | None = None) -> ItemTower:
+        import torch
+
+        from relrec.train.content_inputs import attach_content
+
+        torch.manual_seed(self.train_config.seed)  # the same initial weights on every rank
+        tower = ItemTower(build_tower_config(self.run.n_items, self.train_config,
+                                             self.text_dim, self.visual_dim, heads=heads))
+        attach_content(tower, self.run)
+        return tower
+
+    def fit_arguments(self, **fingerprint_extra) -> dict:
+        return {"known": self.known, "eligible": self.eligible,
+                "valid_triggers": self.valid_triggers, "valid_targets": self.valid_targets,
+                "candidate_frequency": self.run.candidate_frequency,
+                "fingerprint_payload": {"run": str(self.run.manifest.get("inputs")),
+                                        "pairs": self.run.manifest.get("pairs"),
+                                        **fingerprint_extra}}
+
+    def finish(self, tower: ItemTower, summary: dict, model_name: str = "model") -> dict:
+        """Save weights, the training summary and the manifest section."""
+        model_dir = self.run.run_dir / model_name
+        tower.save(model_dir)
+        summary.update({"train_config": self.train_config.model_dump(mode="json"),
+                        "tower": tower.config.model_dump(mode="json"), "notes": self.notes,
+                        "seconds": time.perf_counter() - self.started})
+        save_training_summary(model_dir, summary)
+        section = "train" if model_name == "model" else f"train:{model_name}"
+        update_manifest(self.run.run_dir, section, {
+            k: v for k, v in summary.items() if k != "history"}
+            | {"epochs_run": len(summary["history"])})
+        return summary
+
+
+def prepare_training(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
+                     notes: dict | None = None, extra_modalities: tuple[str, ...] = (),
+                     semantic_labels: bool = True, fill_content=None) -> TrainingSetup:
+    """Content (computed if missing), semantic labels and examples for ``config.train``.
+
+    ``fill_content(run, modalities, notes) -> {modality: dim}`` replaces the plain
+    :func:`relrec.content.stage.ensure_content` call (DDP: rank 0 first, then the others).
+    """
+    run = RunData(run_dir)
+    train_config = config.train
+    notes = {} if notes is None else notes
+    started = time.perf_counter()
+    needs_text = train_config.use_text or (semantic_labels and train_config.w_sem > 0)
+    modalities = [m for m, wanted in (("text", needs_text),
+                                      ("visual", train_config.use_visual)) if wanted]
+    modalities += [m for m in extra_modalities if m not in modalities]
+    available: dict = {}
+    if modalities:
+        if fill_content is None:
+            from relrec.content.stage import ensure_content
+
+            available = ensure_content(run, modalities, config.content, progress=progress,
+                                       notes=notes)
+        else:
+            available = fill_content(run, modalities, notes)
+    text_dim = available.get("text", 0) if train_config.use_text else 0
+    visual_dim = available.get("visual", 0) if train_config.use_visual else 0
+    train_config = train_config.model_copy(update={
+        "use_text": train_config.use_text and bool(text_dim),
+        "use_visual": train_config.use_visual and bool(visual_dim)})
+    if not (train_config.use_id or text_dim or visual_dim):
+        raise ValueError("no input left for the tower: enable use_id or provide content")
+    semantic_label = semantic_pair_labels(run, train_config, notes) if semantic_labels else None
+    examples = build_examples(run.train_pairs, run.trigger_frequency, train_config,
+                              semantic_label)
+    known = run.in_train
+    has_content = bool(text_dim or visual_dim)
+    eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
+    valid = run.valid_pairs
+    valid = valid[~valid["cold"]] if not has_content else valid
+    return TrainingSetup(run, train_config, text_dim, visual_dim, available, examples, known,
+                         eligible, valid["trigger_index"].to_numpy(),
+                         valid["target_index"].to_numpy(), notes, started)
 
 
 def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
@@ -58,61 +156,9 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
 
         return train_multihead_run(run_dir, config, progress=progress, max_seconds=max_seconds,
                                    model_name=model_name)
-    run = RunData(run_dir)
-    train_config = config.train
-    notes: dict = {}
-    started = time.perf_counter()
-
-    text_dim = visual_dim = 0
-    needs_text = train_config.use_text or train_config.w_sem > 0
-    if needs_text or train_config.use_visual:
-        from relrec.content.stage import ensure_content
-
-        modalities = [m for m, wanted in (("text", needs_text),
-                                          ("visual", train_config.use_visual)) if wanted]
-        available = ensure_content(run, modalities, config.content, progress=progress,
-                                   notes=notes)
-        if train_config.use_text and "text" in available:
-            text_dim = available["text"]
-        if train_config.use_visual and "visual" in available:
-            visual_dim = available["visual"]
-        if train_config.use_text and not text_dim:
-            train_config = train_config.model_copy(update={"use_text": False})
-        if train_config.use_visual and not visual_dim:
-            train_config = train_config.model_copy(update={"use_visual": False})
-        if not (train_config.use_id or text_dim or visual_dim):
-            raise ValueError("no input left for the tower: enable use_id or provide content")
-
-    semantic_label = semantic_pair_labels(run, train_config, notes)
-    examples = build_examples(run.train_pairs, run.trigger_frequency, train_config,
-                              semantic_label)
-    tower_config = build_tower_config(run.n_items, train_config, text_dim, visual_dim)
-    tower = ItemTower(tower_config)
-    from relrec.train.content_inputs import attach_content
-
-    attach_content(tower, run)
-
-    known = run.in_train
-    has_content = bool(text_dim or visual_dim)
-    eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
-    valid = run.valid_pairs
-    valid = valid[~valid["cold"]] if not has_content else valid
-    model_dir = run.run_dir / model_name
-    trainer = Trainer(train_config, model_dir, progress=progress)
-    summary = trainer.fit(
-        tower, examples, known=known, eligible=eligible,
-        valid_triggers=valid["trigger_index"].to_numpy(),
-        valid_targets=valid["target_index"].to_numpy(),
-        candidate_frequency=run.candidate_frequency,
-        fingerprint_payload={"run": str(run.manifest.get("inputs")),
-                             "pairs": run.manifest.get("pairs")},
-        max_seconds=max_seconds)
-    tower.save(model_dir)
-    summary.update({"train_config": train_config.model_dump(mode="json"),
-                    "tower": tower_config.model_dump(mode="json"), "notes": notes,
-                    "seconds": time.perf_counter() - started})
-    save_training_summary(model_dir, summary)
-    section = "train" if model_name == "model" else f"train:{model_name}"
-    update_manifest(run.run_dir, section, {
-        k: v for k, v in summary.items() if k != "history"} | {"epochs_run": len(summary["history"])})
-    return summary
+    setup = prepare_training(run_dir, config, progress=progress)
+    tower = setup.tower()
+    trainer = Trainer(setup.train_config, setup.run.run_dir / model_name, progress=progress)
+    summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
+                          **setup.fit_arguments())
+    return setup.finish(tower, summary, model_name)
