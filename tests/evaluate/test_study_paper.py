@@ -1,4 +1,7 @@
-"""The paper's mechanisms on planted data (issue H1/H3 known answers) and the study runner.
+"""The paper's mechanisms on planted data (H1 known answer) and the study runner.
+
+OPC's effect on bottom-10% triggers is *not* asserted: on this generator it flips sign with
+the initial weights (+21 points with one init, -3 with another; RESULTS.md).
 
 The synthetic sessions stay on topic except for 30% "autoplay" jumps to popular items of any
 topic; the text vectors carry the topic noisily (the teacher never sees the labels)."""
@@ -19,7 +22,7 @@ from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config
 
 BASE = {"max_epochs": 8, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
-        "hidden_dims": [64], "early_stopping_k": 20}
+        "hidden_dims": [64], "early_stopping_k": 20, "patience": 3}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,7 @@ def trained(planted_run):
     run = RunData(planted_run)
     segments = segment_pairs(run, "test", evaluate)
     out = {}
-    for name, overrides in {"cf": {}, "mtl": {"w_sem": 100.0},
-                            "mtl_opc": {"w_sem": 100.0, "opc": True}}.items():
+    for name, overrides in {"cf": {}, "mtl": {"w_sem": 100.0}}.items():
         config.train = resolve_train_config(RunConfig().train, "cf", {**BASE, **overrides})
         train_run(planted_run, config, progress=False, model_name=name)
         model = RelatedItems.load(planted_run, model_name=name)
@@ -52,13 +54,6 @@ def test_mtl_raises_topic_match_over_cf(trained):
     evaluations, config = trained
     difference = paired_differences(evaluations["mtl"], evaluations["cf"], config)["all"]
     assert difference["topic_match_rate@10"]["low"] > 0.03
-
-
-def test_opc_raises_relevance_for_bottom_decile_triggers(trained):
-    evaluations, config = trained
-    difference = paired_differences(evaluations["mtl_opc"], evaluations["mtl"], config,
-                                    segments=("unpopular_triggers",))["unpopular_triggers"]
-    assert difference["topic_match_rate@10"]["low"] > 0
 
 
 def test_semantic_threshold_rule_is_recorded(planted_run, trained):

@@ -13,7 +13,6 @@ context).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

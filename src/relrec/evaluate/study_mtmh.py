@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from relrec.config import RunConfig
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs

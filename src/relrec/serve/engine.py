@@ -32,7 +32,6 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from relrec.index.related import RelatedItems
 from relrec.serve.bundle import StagedBundle
@@ -422,7 +421,10 @@ class ServedModel:
                 return Ranked(triggers, indices, scores, "precomputed", notes)
             notes.append("precomputed list too short after filters; index used")
         if single and hook is not None and trigger < self.n_items and (alpha is not None or diversify):
-            scores, indices = hook(np.asarray([trigger]), fetch, alpha=alpha, diversify=diversify)
+            scores, indices, *extra = hook(np.asarray([trigger]), fetch, alpha=alpha,
+                                           diversify=diversify)
+            for note in (extra[0] if extra else None) or []:
+                notes.append(str(note))
             indices, scores = self._take(np.asarray(indices)[0], np.asarray(scores)[0], banned, k)
             return Ranked(triggers, indices, scores, "index", notes)
         if single:
@@ -496,7 +498,7 @@ class ServedModel:
         if config.visual_dim:
             parts.append(tower.visual_missing[None, :])
         shared = tower.shared(torch.cat(parts, dim=-1))
-        return F.normalize(tower.heads[self.main_head](shared), dim=-1)[0].numpy()
+        return tower._finish(tower.heads[self.main_head](shared))[0].detach().numpy()
 
     def content_vector(self, record: dict) -> tuple[np.ndarray, np.ndarray, str]:
         """(model-space embedding, text vector, path) of a new item's metadata."""
@@ -517,9 +519,17 @@ class ServedModel:
         similarity[~(ok & self.eligible)] = -np.inf
         top = np.argsort(-similarity)[:10]
         top = top[np.isfinite(similarity[top])]
-        weights = np.maximum(similarity[top], 0)[:, None] + 1e-6
-        embedding = _normalise((weights * self.embeddings[top]).sum(axis=0))
-        return embedding, text, "content_knn"
+        # sharp weights: the new item sits near its closest text twins, not at the blurred
+        # centre of ten neighbours (which matches nothing well)
+        weights = np.exp((similarity[top] - similarity[top].max()) / 0.05)[:, None]
+        neighbours = self.embeddings[top]
+        direction = _normalise((weights * neighbours).sum(axis=0))
+        if self.tower.config.normalize:
+            return direction, text, "content_knn"
+        # raw inner-product models: a candidate's norm carries its popularity, so the new item
+        # takes its neighbours' typical norm (a plain average would shrink it and bury it)
+        norm = float((weights[:, 0] * np.linalg.norm(neighbours, axis=1)).sum() / weights.sum())
+        return direction * norm, text, "content_knn"
 
     def rank_content(self, record: dict, k: int, banned: set[int]) -> tuple[list, list, str, np.ndarray]:
         embedding, text, path = self.content_vector(record)

@@ -30,7 +30,6 @@ MTSH); each head's validation recall at the end is written to ``training.json``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,12 @@ import torch
 import torch.nn.functional as F
 
 from relrec.config import RunConfig, TrainConfig
-from relrec.manifest import atomic_write_json, update_manifest
+from relrec.manifest import atomic_write_json
 from relrec.model.losses import sampled_softmax_loss
 from relrec.model.tower import ItemTower
 from relrec.run import RunData
-from relrec.train.content_inputs import attach_content, load_content
-from relrec.train.trainer import Trainer, build_examples, build_tower_config, item_embeddings, \
-    save_training_summary
+from relrec.train.content_inputs import load_content
+from relrec.train.trainer import Trainer, item_embeddings
 
 ENGAGEMENT, RELEVANCE = "engagement", "relevance"
 VARIANTS = {
@@ -191,22 +189,12 @@ def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: boo
     Mirrors :func:`relrec.train.pipeline.train_run` (content computed when missing, a modality
     without data dropped with a note) and writes ``multihead.json`` beside the weights.
     """
-    from relrec.content.stage import ensure_content
+    from relrec.train.pipeline import prepare_training
 
-    run = RunData(run_dir)
-    train_config = config.train
-    notes: dict = {"variant": variant}
-    started = time.perf_counter()
-    wanted = ["text"] + (["visual"] if train_config.use_visual else [])
-    available = ensure_content(run, wanted, config.content, progress=progress, notes=notes)
-    text_dim = available.get("text", 0) if train_config.use_text else 0
-    visual_dim = available.get("visual", 0) if train_config.use_visual else 0
-    if train_config.use_text and not text_dim:
-        train_config = train_config.model_copy(update={"use_text": False})
-    if train_config.use_visual and not visual_dim:
-        train_config = train_config.model_copy(update={"use_visual": False})
-    if not (train_config.use_id or text_dim or visual_dim):
-        raise ValueError("no input left for the tower: enable use_id or provide content")
+    setup = prepare_training(run_dir, config, progress=progress, notes={"variant": variant},
+                             extra_modalities=("text",), semantic_labels=False)
+    run, train_config, notes, available = setup.run, setup.train_config, setup.notes, \
+        setup.available
     heads, kl_heads, unit_heads = VARIANTS[variant]
     teacher = teacher_ok = None
     if kl_heads:
@@ -214,29 +202,14 @@ def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: boo
         notes["teacher"] = {"modalities": used, "items_with_content": int(teacher_ok.sum()),
                             "content_temperature": train_config.content_temperature}
 
-    examples = build_examples(run.train_pairs, run.trigger_frequency, train_config, None)
-    tower_config = build_tower_config(run.n_items, train_config, text_dim, visual_dim,
-                                      heads=list(heads))
-    tower = ItemTower(tower_config)
-    attach_content(tower, run)
-    known = run.in_train
-    has_content = bool(text_dim or visual_dim)
-    eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
-    valid = run.valid_pairs
-    valid = valid[~valid["cold"]] if not has_content else valid
+    tower = setup.tower(heads=list(heads))
+    known, eligible = setup.known, setup.eligible
+    valid_triggers, valid_targets = setup.valid_triggers, setup.valid_targets
     model_dir = run.run_dir / model_name
     trainer = MultiHeadTrainer(train_config, model_dir, variant=variant, teacher=teacher,
                                teacher_ok=teacher_ok, progress=progress)
-    valid_triggers = valid["trigger_index"].to_numpy()
-    valid_targets = valid["target_index"].to_numpy()
-    summary = trainer.fit(
-        tower, examples, known=known, eligible=eligible, valid_triggers=valid_triggers,
-        valid_targets=valid_targets, candidate_frequency=run.candidate_frequency,
-        fingerprint_payload={"run": str(run.manifest.get("inputs")),
-                             "pairs": run.manifest.get("pairs"), "variant": variant,
-                             "teacher": notes.get("teacher")},
-        max_seconds=max_seconds)
-    tower.save(model_dir)
+    summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
+                          **setup.fit_arguments(variant=variant, teacher=notes.get("teacher")))
     embeddings = head_embeddings(tower, known, unit_heads)
     summary["valid_recall_by_head"] = {
         head: _recall(vectors, eligible, valid_triggers, valid_targets,
@@ -246,11 +219,4 @@ def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: boo
         "distilled_heads": sorted(kl_heads), "default_alpha": 0.5,
         "engagement_head": ENGAGEMENT if ENGAGEMENT in heads else None,
         "relevance_head": RELEVANCE if RELEVANCE in heads else None})
-    summary.update({"train_config": train_config.model_dump(mode="json"),
-                    "tower": tower_config.model_dump(mode="json"), "notes": notes,
-                    "seconds": time.perf_counter() - started})
-    save_training_summary(model_dir, summary)
-    section = "train" if model_name == "model" else f"train:{model_name}"
-    update_manifest(run.run_dir, section, {
-        k: v for k, v in summary.items() if k != "history"} | {"epochs_run": len(summary["history"])})
-    return summary
+    return setup.finish(tower, summary, model_name)
