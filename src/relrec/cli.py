@@ -140,6 +140,17 @@ def train(run_dir: Path = typer.Argument(...),
     overrides = {k: v for k, v in {"max_epochs": epochs, "batch_size": batch_size,
                                    "temperature": temperature, "seed": seed, "w_sem": w_sem,
                                    "logq_correction": logq, "opc": opc}.items() if v is not None}
+    if (preset or config.train.preset) == "full" and "w_sem" not in overrides \
+            and "w_sem" not in config.train.model_fields_set:
+        # the paper's recipe takes its w_co:w_sem from the validation sweep of `relrec study`
+        from relrec.manifest import read_manifest
+
+        choice = (read_manifest(run_dir).get("study_paper") or {}).get("full_ratio_choice")
+        if choice and choice.get("w_sem"):
+            overrides["w_sem"] = choice["w_sem"]
+            console.print(f"full preset: w_sem = {choice['w_sem']} ({choice['rule']})")
+        else:
+            console.print("full preset: no `relrec study RUN paper` yet; using the paper's 1:500")
     config.train = resolve_train_config(config.train, preset, overrides)
     summary = train_run(run_dir, config, progress=progress)
     console.print(f"[green]trained[/green] preset {config.train.preset}: best epoch "
