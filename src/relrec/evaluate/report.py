@@ -91,22 +91,23 @@ def paired_table(result: StudyResult, metrics=(ENGAGEMENT, None)) -> str:
     return "\n".join(lines)
 
 
-def _errorbar(ax, entries_x, entries_y, label, marker="o"):
+def _errorbar(ax, entries_x, entries_y, label, marker="o", color=None):
     x, y = entries_x["value"], entries_y["value"]
     ax.errorbar(x * 100, y * 100,
                 xerr=[[(x - entries_x["low"]) * 100], [(entries_x["high"] - x) * 100]],
                 yerr=[[(y - entries_y["low"]) * 100], [(entries_y["high"] - y) * 100]],
-                fmt=marker, capsize=3, label=label)
+                fmt=marker, capsize=3, label=label, color=color)
 
 
 def tradeoff_plot(result: StudyResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 6))
-    for row in result.rows:
+    for position, row in enumerate(result.rows):
         engagement, relevance = _metric(row, ENGAGEMENT), _metric(row, result.relevance_metric)
         if not engagement or not relevance or engagement.get("low") is None:
             continue
         _errorbar(ax, engagement, relevance, row.system,
-                  marker="s" if row.group == "peers" else "o")
+                  marker="s" if row.group == "peers" else "o",
+                  color=plt.cm.tab20(position % 20))  # distinct colours for up to 20 rows
     ax.set_xlabel(f"engagement: {ENGAGEMENT} (%)")
     ax.set_ylabel(f"relevance: {result.relevance_metric} (%)")
     ax.set_title(f"{result.name} study ({result.split} split), 95% bootstrap intervals")
@@ -177,7 +178,8 @@ def write_report(result: StudyResult, directory: str | Path, extra_figures=()) -
     figures = [tradeoff_plot(result, directory / "tradeoff.png"),
                bucket_plot(result, directory / "buckets.png")]
     for curve in result.curves:
-        figures.append(curve_plot(result, curve, directory / f"curve_{curve}.png"))
+        safe = "".join(ch if ch.isalnum() else "_" for ch in curve)
+        figures.append(curve_plot(result, curve, directory / f"curve_{safe}.png"))
     figures += [Path(f) for f in extra_figures]
     segments = ("all", "popular_triggers", "unpopular_triggers")
     markdown = [f"# {result.name} study ({result.split} split)", "",
