@@ -153,7 +153,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         optimizer = torch.optim.Adam(tower.parameters(), lr=config.learning_rate,
                                      weight_decay=config.weight_decay)
-        log_q_table = (log_sampling_probability(torch.as_tensor(candidate_frequency))
+        log_q_table = (log_sampling_probability(torch.as_tensor(np.array(candidate_frequency)))
                        * config.logq_strength if config.logq_correction else None)
         # the stopping rule may change between a killed run and its resume; nothing else
         fingerprint = config_fingerprint({**fingerprint_payload, "train": config.model_dump(
