@@ -32,7 +32,8 @@ import duckdb
 import numpy as np
 
 from relrec.config import PrepareConfig
-from relrec.data.pairs import item_frequency_sql, next_item_pairs_sql, training_pairs_sql
+from relrec.data.pairs import (item_frequency_sql, item_stats_sql, next_item_pairs_sql,
+                               training_pairs_sql)
 from relrec.data.sessions import sessionize_sql
 from relrec.data.split import TEST, VALID, TimeSplit
 from relrec.errors import InputError
@@ -197,18 +198,10 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
                    "WHERE period = 0 GROUP BY item_index)")
     connection.execute(f"CREATE OR REPLACE TEMP TABLE train_items AS SELECT * FROM {train_items}")
     pairs_relation = f"read_parquet('{_sql_path(train_path)}')"
+    stats_sql = item_stats_sql("item_map", f"({item_frequency_sql(pairs_relation)})",
+                               "train_items")
     connection.execute(f"""
-        COPY (
-            WITH frequency AS ({item_frequency_sql(pairs_relation)})
-            SELECT m.item_index,
-                   CAST(COALESCE(f.trigger_frequency, 0) AS BIGINT) AS trigger_frequency,
-                   CAST(COALESCE(f.candidate_frequency, 0) AS BIGINT) AS candidate_frequency,
-                   CAST(COALESCE(t.train_interactions, 0) AS BIGINT) AS train_interactions,
-                   t.item_index IS NOT NULL AS in_train
-            FROM item_map m
-            LEFT JOIN frequency f ON f.item_index = m.item_index
-            LEFT JOIN train_items t ON t.item_index = m.item_index
-        ) TO '{_sql_path(out_dir / 'item_stats.parquet')}' (FORMAT parquet)""")
+        COPY ({stats_sql}) TO '{_sql_path(out_dir / 'item_stats.parquet')}' (FORMAT parquet)""")
     lap("item_stats")
 
     evaluation_counts = {}

@@ -67,3 +67,21 @@ def item_frequency_sql(training_pairs: str) -> str:
            COALESCE(b.candidate_frequency, 0) AS candidate_frequency
     FROM as_trigger a FULL OUTER JOIN as_candidate b ON a.item_index = b.item_index
     """
+
+
+def item_stats_sql(item_map: str, frequencies: str, train_items: str) -> str:
+    """One row per catalogue item: trigger/candidate frequency, training interactions, in_train.
+
+    ``frequencies`` is :func:`item_frequency_sql`'s relation (or a subquery), ``train_items``
+    (item_index, train_interactions) over the training period.
+    """
+    return f"""
+    SELECT m.item_index,
+           CAST(COALESCE(f.trigger_frequency, 0) AS BIGINT) AS trigger_frequency,
+           CAST(COALESCE(f.candidate_frequency, 0) AS BIGINT) AS candidate_frequency,
+           CAST(COALESCE(t.train_interactions, 0) AS BIGINT) AS train_interactions,
+           t.item_index IS NOT NULL AS in_train
+    FROM {item_map} m
+    LEFT JOIN {frequencies} f ON f.item_index = m.item_index
+    LEFT JOIN {train_items} t ON t.item_index = m.item_index
+    """

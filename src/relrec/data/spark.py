@@ -26,7 +26,8 @@ import argparse
 from dataclasses import dataclass
 
 from relrec.config import PrepareConfig
-from relrec.data.pairs import item_frequency_sql, next_item_pairs_sql, training_pairs_sql
+from relrec.data.pairs import (item_frequency_sql, item_stats_sql, next_item_pairs_sql,
+                               training_pairs_sql)
 from relrec.data.sessions import sessionize_sql
 from relrec.data.split import TEST, VALID
 
@@ -138,16 +139,8 @@ def write_pair_tables(spark, interactions: str, out_dir: str,
     spark.sql("SELECT item_index, COUNT(*) AS train_interactions FROM relrec_sessionized "
               "WHERE period = 0 GROUP BY item_index").createOrReplaceTempView("relrec_train_items")
     pairs.frequencies.createOrReplaceTempView("relrec_frequencies")
-    spark.sql("""
-        SELECT m.item_index,
-               CAST(COALESCE(f.trigger_frequency, 0) AS BIGINT) AS trigger_frequency,
-               CAST(COALESCE(f.candidate_frequency, 0) AS BIGINT) AS candidate_frequency,
-               CAST(COALESCE(t.train_interactions, 0) AS BIGINT) AS train_interactions,
-               t.item_index IS NOT NULL AS in_train
-        FROM relrec_item_map m
-        LEFT JOIN relrec_frequencies f ON f.item_index = m.item_index
-        LEFT JOIN relrec_train_items t ON t.item_index = m.item_index
-    """).write.mode("overwrite").parquet(f"{out}/item_stats")
+    spark.sql(item_stats_sql("relrec_item_map", "relrec_frequencies", "relrec_train_items")
+              ).write.mode("overwrite").parquet(f"{out}/item_stats")
     for name, period_code in (("valid", VALID), ("test", TEST)):
         finished = spark.sql(finished_evaluation_pairs_sql(
             next_item_pairs_sql("relrec_sessionized", period_code, config.eval_lookahead),
