@@ -189,16 +189,22 @@ def _binary_topics(topic_matrix) -> sp.csr_matrix:
     return t
 
 
-def _topic_overlap(ranked: np.ndarray, triggers: np.ndarray, topic_matrix,
-                   k: int, jaccard: bool) -> PerTrigger:
-    t = _binary_topics(topic_matrix)
-    n_items = t.shape[0]
+
+def _ranked_with_triggers(ranked, triggers, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (ranked, triggers) with one trigger per row of ``ranked``."""
     ranked = _as_ranked(ranked, n_items)
     triggers = _as_index(triggers, "triggers", n_items)
     if triggers.shape[0] != ranked.shape[0]:
         raise ValueError(
             f"triggers has {triggers.shape[0]} entries but ranked has {ranked.shape[0]} rows"
         )
+    return ranked, triggers
+
+def _topic_overlap(ranked: np.ndarray, triggers: np.ndarray, topic_matrix,
+                   k: int, jaccard: bool) -> PerTrigger:
+    t = _binary_topics(topic_matrix)
+    n_items = t.shape[0]
+    ranked, triggers = _ranked_with_triggers(ranked, triggers, n_items)
     top = _top(ranked, k)
     n = ranked.shape[0]
     size = np.diff(t.indptr).astype(np.float64)  # topics per item
@@ -323,12 +329,7 @@ def content_similarity_at_k(ranked: np.ndarray, triggers: np.ndarray,
     k = _check_k(k)
     v = _normalised(item_vectors)
     n_items = v.shape[0]
-    ranked = _as_ranked(ranked, n_items)
-    triggers = _as_index(triggers, "triggers", n_items)
-    if triggers.shape[0] != ranked.shape[0]:
-        raise ValueError(
-            f"triggers has {triggers.shape[0]} entries but ranked has {ranked.shape[0]} rows"
-        )
+    ranked, triggers = _ranked_with_triggers(ranked, triggers, n_items)
     top = _top(ranked, k)
     n = ranked.shape[0]
     valid = top >= 0
