@@ -31,7 +31,7 @@ from relrec.evaluate.peers import CoVisitation, ContentKNN, ImplicitALS, Item2Ve
 from relrec.evaluate.report import StudyResult, StudyRow, write_report
 from relrec.manifest import atomic_write_json, update_manifest
 from relrec.run import RunData
-from relrec.train.presets import PRESETS, resolve_train_config
+from relrec.train.presets import resolve_train_config
 
 PAPER_RATIOS = (1, 10, 100, 500, 1000)
 console = Console(stderr=True)
@@ -53,8 +53,8 @@ def paper_variants(fusion_ratio: float = 500) -> list[tuple[str, str, dict]]:
         ("cf without logQ (cosine)", "ablation",
          {"logq_correction": False, "normalize_embeddings": True, "temperature": 0.05}),
         ("cf, logQ strength 0.5", "ours (candidate)", {"logq_strength": 0.5}),
-        ("balanced", "ours (candidate)",
-         {key: value for key, value in PRESETS["balanced"].items()}),
+        ("text + mtl 1:10 + opc", "ours (candidate)",
+         {"use_text": True, "w_sem": 10.0, "opc": True}),
     ]
     return rows
 
