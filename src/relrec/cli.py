@@ -27,6 +27,9 @@ error_console = Console(stderr=True)
 
 ConfigOption = typer.Option(None, "--config", help="TOML file with a RunConfig")
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="show progress bars")
+AlphaOption = typer.Option(
+    None, "--alpha", min=0.0, max=1.0,
+    help="MTMH: share of slots from the engagement head (ignored for one head)")
 
 
 def user_errors(command):
@@ -227,9 +230,7 @@ def study(run_dir: Path = typer.Argument(...),
 def export(run_dir: Path = typer.Argument(...),
            out: Path = typer.Option(..., "--out", help="Parquet file to write"),
            k: int = typer.Option(100, "--k", min=1, max=10000),
-           alpha: Optional[float] = typer.Option(
-               None, "--alpha", min=0.0, max=1.0,
-               help="MTMH: share of slots from the engagement head (ignored for one head)"),
+           alpha: Optional[float] = AlphaOption,
            diversify: bool = typer.Option(False, "--diversify",
                                           help="CAViaR re-rank of the first K slots"),
            page: int = typer.Option(10, "--page", min=1, help="with --diversify: page size p"),
@@ -255,9 +256,7 @@ def export(run_dir: Path = typer.Argument(...),
 @user_errors
 def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument(...),
               k: int = typer.Option(10, "--k", min=1, max=1000),
-              alpha: Optional[float] = typer.Option(
-                  None, "--alpha", min=0.0, max=1.0,
-                  help="MTMH: share of slots from the engagement head (ignored for one head)"),
+              alpha: Optional[float] = AlphaOption,
               diversify: bool = typer.Option(False, "--diversify",
                                              help="CAViaR re-rank, one page of k at a time"),
               page: int = typer.Option(1, "--page", min=1,

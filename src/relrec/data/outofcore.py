@@ -35,7 +35,7 @@ from relrec.config import PrepareConfig
 from relrec.data.pairs import (item_frequency_sql, item_stats_sql, next_item_pairs_sql,
                                training_pairs_sql)
 from relrec.data.sessions import sessionize_sql
-from relrec.data.split import TEST, VALID, TimeSplit
+from relrec.data.split import TEST, VALID, TimeSplit, higher_quantile_sql
 from relrec.errors import InputError
 
 
@@ -54,14 +54,7 @@ def _quantile_higher(connection, events: str, n: int, q: float) -> int:
     """Exact ``method="higher"`` quantile of ``timestamp`` from a per-timestamp histogram (no
     global sort of the raw log)."""
     position = _higher_quantile_index(n, q)
-    return int(connection.execute(f"""
-        WITH histogram AS (SELECT timestamp, COUNT(*) AS n FROM {events} GROUP BY timestamp),
-        cumulative AS (
-            SELECT timestamp, SUM(n) OVER (ORDER BY timestamp
-                                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c
-            FROM histogram)
-        SELECT MIN(timestamp) FROM cumulative WHERE c > {position}
-    """).fetchone()[0])
+    return int(connection.execute(higher_quantile_sql(events, position)).fetchone()[0])
 
 
 def time_split_sql(connection, events: str, valid_fraction: float,

@@ -29,7 +29,7 @@ from relrec.config import PrepareConfig
 from relrec.data.pairs import (item_frequency_sql, item_stats_sql, next_item_pairs_sql,
                                training_pairs_sql)
 from relrec.data.sessions import sessionize_sql
-from relrec.data.split import TEST, VALID
+from relrec.data.split import TEST, VALID, higher_quantile_sql
 
 
 @dataclass
@@ -82,13 +82,7 @@ def _quantile_higher(spark, view: str, n: int, q: float) -> int:
     from relrec.data.outofcore import _higher_quantile_index
 
     position = _higher_quantile_index(n, q)
-    return int(spark.sql(f"""
-        WITH histogram AS (SELECT timestamp, COUNT(*) AS n FROM {view} GROUP BY timestamp),
-        cumulative AS (
-            SELECT timestamp, SUM(n) OVER (ORDER BY timestamp
-                                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c
-            FROM histogram)
-        SELECT MIN(timestamp) FROM cumulative WHERE c > {position}""").collect()[0][0])
+    return int(spark.sql(higher_quantile_sql(view, position)).collect()[0][0])
 
 
 def events_from_interactions(spark, interactions_df, config: PrepareConfig):

@@ -46,3 +46,15 @@ def assign_period(timestamps: np.ndarray, split: TimeSplit) -> np.ndarray:
     if split.test_start is not None:
         period[timestamps >= split.test_start] = TEST
     return period
+
+
+def higher_quantile_sql(events: str, position: int) -> str:
+    """Portable SQL for the timestamp at 0-based sorted ``position`` (``method="higher"``),
+    from a per-timestamp histogram instead of a global sort of the raw log."""
+    return f"""
+        WITH histogram AS (SELECT timestamp, COUNT(*) AS n FROM {events} GROUP BY timestamp),
+        cumulative AS (
+            SELECT timestamp, SUM(n) OVER (ORDER BY timestamp
+                                           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c
+            FROM histogram)
+        SELECT MIN(timestamp) FROM cumulative WHERE c > {int(position)}"""
