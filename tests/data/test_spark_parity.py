@@ -80,7 +80,8 @@ def _synthetic_sample() -> pd.DataFrame:
 
 
 # -- DuckDB out-of-core == DuckDB in memory ------------------------------------------------
-def test_out_of_core_matches_in_memory_prepare(tmp_path):
+@pytest.mark.parametrize("user_buckets", [None, 3])
+def test_out_of_core_matches_in_memory_prepare(tmp_path, user_buckets):
     data = generate(n_items=400, n_topics=10, n_users=150, seed=5)
     raw = data.interactions[["user_id", "item_id", "timestamp"]].copy()
     # a same-second group, to exercise the unordered-group rule through the Parquet path
@@ -88,7 +89,10 @@ def test_out_of_core_matches_in_memory_prepare(tmp_path):
     raw.to_parquet(tmp_path / "interactions.parquet", index=False)
     config = PrepareConfig(window=2)
     counts = extract_pairs_out_of_core(tmp_path / "interactions.parquet", tmp_path / "out",
-                                       config, memory_limit="64MB", threads=1)
+                                       config, memory_limit="64MB", threads=1,
+                                       user_buckets=user_buckets)
+    assert counts["user_buckets"] == (user_buckets or 1)
+    assert not (tmp_path / "out" / ".partial").exists()
     item_map = pd.read_parquet(tmp_path / "out" / "item_map.parquet")
     assert item_map["item_index"].tolist() == list(range(len(item_map)))
     index = dict(zip(item_map["item_id"], item_map["item_index"]))

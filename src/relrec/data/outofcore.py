@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import time
 from pathlib import Path
 
@@ -72,15 +74,11 @@ def time_split_sql(connection, events: str, valid_fraction: float,
     return TimeSplit(valid_start=valid_start, test_start=test_start)
 
 
-def finished_evaluation_pairs_sql(next_item_pairs: str, train_items: str,
-                                  max_target_group: int) -> str:
-    """Portable SQL (DuckDB and Spark) finishing :func:`relrec.data.pairs.next_item_pairs_sql`
-    as ``prepare`` does in pandas: ``trigger_index, target_index, cold, bulk``.
-
-    ``bulk``: the trigger's next group holds more than ``max_target_group`` items (left out of
-    the held-out pairs, counted); ``cold``: trigger or target has no training interaction
-    (``train_items`` is a relation of the item indices seen in the training period).
-    """
+def evaluation_group_sizes_sql(next_item_pairs: str, max_target_group: int) -> str:
+    """Portable SQL (DuckDB and Spark): ``trigger_index, target_index, bulk`` from
+    :func:`relrec.data.pairs.next_item_pairs_sql` — ``bulk``: the trigger's next group holds more
+    than ``max_target_group`` items (left out of the held-out pairs, counted). Group sizes are
+    per user, so this runs per user bucket."""
     return f"""
     WITH sized AS (
         SELECT trigger_index, target_index,
@@ -88,14 +86,31 @@ def finished_evaluation_pairs_sql(next_item_pairs: str, train_items: str,
                               trigger_index) AS group_size
         FROM ({next_item_pairs}) next_item
     )
-    SELECT CAST(p.trigger_index AS BIGINT) AS trigger_index,
-           CAST(p.target_index AS BIGINT) AS target_index,
-           NOT (a.item_index IS NOT NULL AND b.item_index IS NOT NULL) AS cold,
-           p.group_size > {int(max_target_group)} AS bulk
-    FROM sized p
+    SELECT CAST(trigger_index AS BIGINT) AS trigger_index,
+           CAST(target_index AS BIGINT) AS target_index,
+           group_size > {int(max_target_group)} AS bulk
+    FROM sized
+    """
+
+
+def cold_flags_sql(evaluation_pairs: str, train_items: str) -> str:
+    """Portable SQL adding ``cold`` to ``(trigger_index, target_index, bulk)`` rows: trigger or
+    target has no training interaction (``train_items``: the item indices seen in training)."""
+    return f"""
+    SELECT p.trigger_index, p.target_index,
+           NOT (a.item_index IS NOT NULL AND b.item_index IS NOT NULL) AS cold, p.bulk
+    FROM {evaluation_pairs} p
     LEFT JOIN {train_items} a ON a.item_index = p.trigger_index
     LEFT JOIN {train_items} b ON b.item_index = p.target_index
     """
+
+
+def finished_evaluation_pairs_sql(next_item_pairs: str, train_items: str,
+                                  max_target_group: int) -> str:
+    """Portable SQL (DuckDB and Spark) finishing :func:`relrec.data.pairs.next_item_pairs_sql`
+    as ``prepare`` does in pandas: ``trigger_index, target_index, cold, bulk``."""
+    return cold_flags_sql(f"({evaluation_group_sizes_sql(next_item_pairs, max_target_group)})",
+                          train_items)
 
 
 def connect_out_of_core(memory_limit: str | None = "2GB", temp_directory: str | Path | None = None,
@@ -117,8 +132,17 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
                               memory_limit: str | None = "2GB",
                               temp_directory: str | Path | None = None,
                               threads: int | None = None,
+                              user_buckets: int | None = None,
+                              rows_per_bucket: int = 5_000_000,
                               connection: duckdb.DuckDBPyConnection | None = None) -> dict:
-    """Sessions → split → pairs of a Parquet log, Parquet in and out; returns counts/timings."""
+    """Sessions → split → pairs of a Parquet log, Parquet in and out; returns counts/timings.
+
+    The self-joins run per user bucket (``hash(user_id) % user_buckets``; by default one bucket
+    per ``rows_per_bucket`` interactions), each bucket's partial pairs go to Parquet, and one
+    ``GROUP BY`` sums them — so peak memory follows the bucket, not the log.
+    """
+    if user_buckets is not None and user_buckets < 1:
+        raise ValueError("user_buckets must be >= 1")
     config = config or PrepareConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,19 +201,72 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
             f"(train/valid/test interactions: {counts_list}); too few distinct timestamps")
     lap("periods")
 
-    connection.execute(
-        "CREATE OR REPLACE TEMP TABLE sessionized AS "
-        + sessionize_sql("events", config.session_gap_seconds, use_given_sessions))
-    lap("sessionize")
+    total_interactions = int(sum(counts_list))
+    if user_buckets is None:
+        user_buckets = max(1, math.ceil(total_interactions / rows_per_bucket))
+    work = out_dir / ".partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    if user_buckets > 1:
+        # one pass over the log writes it partitioned by user hash; sessions and pairs never
+        # cross users, so every later self-join sees one bucket (bounded memory) at a time
+        connection.execute(f"""
+            COPY (SELECT *, CAST(hash(user_id) % {int(user_buckets)} AS INTEGER) AS user_bucket
+                  FROM events)
+            TO '{_sql_path(work / "events")}' (FORMAT parquet, PARTITION_BY (user_bucket))""")
+        lap("partition_by_user")
+
+    def bucket_events(bucket: int) -> str:
+        if user_buckets == 1:
+            return "events"
+        files = sorted((work / "events" / f"user_bucket={bucket}").glob("*.parquet"))
+        if not files:
+            return "(SELECT * FROM events WHERE FALSE)"
+        listed = ", ".join(f"'{_sql_path(f)}'" for f in files)
+        return (f"(SELECT user_id, item_index, timestamp, session_id, period "
+                f"FROM read_parquet([{listed}], hive_partitioning = false))")
+
+    sessions_by_period = [0, 0, 0]
+    for bucket in range(user_buckets):
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE sessionized AS "
+            + sessionize_sql(bucket_events(bucket), config.session_gap_seconds,
+                             use_given_sessions))
+        connection.execute(f"COPY ({training_pairs_sql('sessionized', config.window)}) "
+                           f"TO '{_sql_path(work / f'train_pairs_{bucket}.parquet')}' "
+                           "(FORMAT parquet)")
+        connection.execute(
+            "COPY (SELECT item_index, COUNT(*) AS train_interactions FROM sessionized "
+            f"WHERE period = 0 GROUP BY item_index) "
+            f"TO '{_sql_path(work / f'train_items_{bucket}.parquet')}' (FORMAT parquet)")
+        for name, period_code in (("valid", VALID), ("test", TEST)):
+            sized = evaluation_group_sizes_sql(
+                next_item_pairs_sql("sessionized", period_code, config.eval_lookahead),
+                config.max_target_group)
+            connection.execute(f"COPY ({sized}) TO "
+                               f"'{_sql_path(work / f'{name}_pairs_{bucket}.parquet')}' "
+                               "(FORMAT parquet)")
+        for period, n in connection.execute(
+                "SELECT period, COUNT(*) FROM (SELECT DISTINCT user_id, period, session_key "
+                "FROM sessionized) GROUP BY period").fetchall():
+            sessions_by_period[int(period)] += int(n)
+        connection.execute("DROP TABLE IF EXISTS sessionized")
+    lap("sessions_and_pairs")
+
+    def partials(name: str) -> str:
+        return f"read_parquet('{_sql_path(work / name)}_*.parquet')"
 
     train_path = out_dir / "train_pairs.parquet"
-    connection.execute(f"COPY ({training_pairs_sql('sessionized', config.window)}) "
-                       f"TO '{_sql_path(train_path)}' (FORMAT parquet)")
+    connection.execute(f"""
+        COPY (SELECT trigger_index, candidate_index, CAST(SUM(pair_count) AS BIGINT) AS pair_count
+              FROM {partials('train_pairs')} GROUP BY trigger_index, candidate_index)
+        TO '{_sql_path(train_path)}' (FORMAT parquet)""")
     lap("train_pairs")
 
-    train_items = ("(SELECT item_index, COUNT(*) AS train_interactions FROM sessionized "
-                   "WHERE period = 0 GROUP BY item_index)")
-    connection.execute(f"CREATE OR REPLACE TEMP TABLE train_items AS SELECT * FROM {train_items}")
+    connection.execute(f"""
+        CREATE OR REPLACE TEMP TABLE train_items AS
+        SELECT item_index, CAST(SUM(train_interactions) AS BIGINT) AS train_interactions
+        FROM {partials('train_items')} GROUP BY item_index""")
     pairs_relation = f"read_parquet('{_sql_path(train_path)}')"
     stats_sql = item_stats_sql("item_map", f"({item_frequency_sql(pairs_relation)})",
                                "train_items")
@@ -198,12 +275,10 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
     lap("item_stats")
 
     evaluation_counts = {}
-    for name, period_code in (("valid", VALID), ("test", TEST)):
+    for name in ("valid", "test"):
         path = out_dir / f"{name}_pairs.parquet"
-        connection.execute(
-            "CREATE OR REPLACE TEMP TABLE eval_pairs AS " + finished_evaluation_pairs_sql(
-                next_item_pairs_sql("sessionized", period_code, config.eval_lookahead),
-                "train_items", config.max_target_group))
+        connection.execute("CREATE OR REPLACE TEMP TABLE eval_pairs AS "
+                           + cold_flags_sql(partials(f"{name}_pairs"), "train_items"))
         connection.execute(
             "COPY (SELECT trigger_index, target_index, cold FROM eval_pairs WHERE NOT bulk) "
             f"TO '{_sql_path(path)}' (FORMAT parquet)")
@@ -212,22 +287,21 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
             "FROM eval_pairs").fetchone()
         evaluation_counts[f"{name}_pairs"] = int(total) - int(bulk)
         evaluation_counts[f"{name}_pairs_left_out_bulk_groups"] = int(bulk)
+        connection.execute("DROP TABLE IF EXISTS eval_pairs")
         lap(f"{name}_pairs")
 
     distinct, total = connection.execute(
         f"SELECT COUNT(*), COALESCE(SUM(pair_count), 0) FROM {pairs_relation}").fetchone()
-    sessions = connection.execute(
-        "SELECT period, COUNT(*) FROM (SELECT DISTINCT user_id, period, session_key "
-        "FROM sessionized) GROUP BY period ORDER BY period").fetchall()
-    connection.execute("DROP TABLE IF EXISTS sessionized")
-    connection.execute("DROP TABLE IF EXISTS eval_pairs")
+    shutil.rmtree(work, ignore_errors=True)
     lap("counts")
     return {
-        "interactions": int(sum(counts_list)),
+        "interactions": total_interactions,
         "n_items": n_items,
         "split": split.to_dict(),
         "interactions_by_period": dict(zip(["train", "valid", "test"], counts_list)),
-        "sessions_by_period": {["train", "valid", "test"][int(p)]: int(n) for p, n in sessions},
+        "sessions_by_period": {name: n for name, n in zip(["train", "valid", "test"],
+                                                          sessions_by_period) if n},
+        "user_buckets": int(user_buckets),
         "train_pairs_distinct": int(distinct),
         "train_pairs_total": int(total),
         **evaluation_counts,
@@ -245,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-limit", default="2GB")
     parser.add_argument("--temp-directory", default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--user-buckets", type=int, default=None,
+                        help="self-join per user-hash bucket (default: one per 5M interactions)")
     parser.add_argument("--window", type=int, default=PrepareConfig().window)
     parser.add_argument("--session-gap-seconds", type=int,
                         default=PrepareConfig().session_gap_seconds)
@@ -252,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     config = PrepareConfig(window=args.window, session_gap_seconds=args.session_gap_seconds)
     result = extract_pairs_out_of_core(args.interactions, args.out_dir, config,
                                        memory_limit=args.memory_limit,
-                                       temp_directory=args.temp_directory, threads=args.threads)
+                                       temp_directory=args.temp_directory, threads=args.threads,
+                                       user_buckets=args.user_buckets)
     print(json.dumps(result))
 
 
