@@ -39,9 +39,11 @@ def _batches():
     return batches
 
 
-def _tower(dtype) -> ItemTower:
+def _tower(dtype, id_dropout: float = 0.0) -> ItemTower:
     torch.manual_seed(0)
-    tower = ItemTower(TowerConfig(n_items=N_ITEMS, id_dim=8, embedding_dim=6, hidden_dims=[10]))
+    tower = ItemTower(TowerConfig(n_items=N_ITEMS, id_dim=8, embedding_dim=6, hidden_dims=[10],
+                                  id_dropout=id_dropout))
+    torch.manual_seed(123)  # the ID-dropout draws start from the same state in every process
     return tower.to(dtype)
 
 
@@ -55,8 +57,8 @@ def _config(**overrides) -> TrainConfig:
                        **overrides)
 
 
-def _single_process(dtype, logq: bool) -> dict:
-    tower = _tower(dtype)
+def _single_process(dtype, logq: bool, id_dropout: float) -> dict:
+    tower = _tower(dtype, id_dropout)
     trainer = Trainer(_config(), "unused", progress=False)
     optimizer = torch.optim.Adam(tower.parameters(), lr=trainer.config.learning_rate)
     log_q = _log_q_table(dtype) if logq else None
@@ -68,7 +70,9 @@ def _single_process(dtype, logq: bool) -> dict:
     return {k: v.detach().clone() for k, v in tower.state_dict().items()}
 
 
-CASES = [(torch.float64, True, 1e-10), (torch.float32, False, 1e-5)]  # dtype, logQ, atol
+# dtype, logQ, ID dropout, atol
+CASES = [(torch.float64, True, 0.0, 1e-10), (torch.float32, False, 0.0, 1e-5),
+         (torch.float64, True, 0.3, 1e-10)]
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -78,8 +82,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=WORLD)
     try:
-        for case, (dtype, logq, _) in enumerate(CASES):
-            tower = _tower(dtype)
+        for case, (dtype, logq, id_dropout, _) in enumerate(CASES):
+            tower = _tower(dtype, id_dropout)
             if rank == 1:  # a different local init: DDP must broadcast rank 0's parameters
                 with torch.no_grad():
                     for parameter in tower.parameters():
@@ -100,12 +104,15 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 
 def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path):
-    """Masking, logQ and per-pair weights over the global batch; Adam steps; float64 to
-    1e-10 and float32 to 1e-5 (summation order is the only difference)."""
+    """Masking, logQ, per-pair weights and ID dropout over the global batch; Adam steps;
+    float64 to 1e-10 and float32 to 1e-5 (summation order is the only difference)."""
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    for case, (dtype, logq, atol) in enumerate(CASES):
-        expected = _single_process(dtype, logq)
-        initial = _tower(dtype).state_dict()
+    with_dropout = _single_process(torch.float64, True, 0.3)["id_embedding.weight"]
+    without = _single_process(torch.float64, True, 0.0)["id_embedding.weight"]
+    assert not torch.allclose(with_dropout, without), "ID dropout case must differ"
+    for case, (dtype, logq, id_dropout, atol) in enumerate(CASES):
+        expected = _single_process(dtype, logq, id_dropout)
+        initial = _tower(dtype, id_dropout).state_dict()
         for name, value in expected.items():
             assert not torch.allclose(value, initial[name]), f"{name} did not train"
             for rank in range(WORLD):

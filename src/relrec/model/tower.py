@@ -93,16 +93,27 @@ class ItemTower(nn.Module):
         ok = getattr(self, f"{modality}_ok")[items].unsqueeze(-1)
         return torch.where(ok, projected, getattr(self, f"{modality}_missing").expand_as(projected))
 
-    def features(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
-        """Shared representation; ``known`` False routes an item to the cold ID row."""
+    def id_dropout_mask(self, shape) -> torch.Tensor | None:
+        """Which rows train through the cold ID row this step (None: no ID dropout). Drawn by
+        the trainer for the *global* batch so data-parallel ranks share one draw."""
+        if not (self.training and self.config.use_id and self.config.id_dropout > 0):
+            return None
+        return torch.rand(shape, device=self.id_embedding.weight.device) < self.config.id_dropout
+
+    def features(self, items: torch.Tensor, known: torch.Tensor | None = None,
+                 id_dropped: torch.Tensor | None = None) -> torch.Tensor:
+        """Shared representation; ``known`` False routes an item to the cold ID row, and so
+        does ``id_dropped`` True (ID dropout; drawn here when not given)."""
         parts = []
         if self.config.use_id:
             id_rows = items
             if known is not None:
                 id_rows = torch.where(known, items, torch.full_like(items, self.out_of_vocabulary_row))
-            if self.training and self.config.id_dropout > 0:
-                drop = torch.rand(items.shape, device=items.device) < self.config.id_dropout
-                id_rows = torch.where(drop, torch.full_like(items, self.out_of_vocabulary_row), id_rows)
+            if id_dropped is None:
+                id_dropped = self.id_dropout_mask(items.shape)
+            if id_dropped is not None:
+                id_rows = torch.where(id_dropped, torch.full_like(items, self.out_of_vocabulary_row),
+                                      id_rows)
             parts.append(self.id_embedding(id_rows))
         if self.config.text_dim:
             parts.append(self._project("text", items))
@@ -111,9 +122,10 @@ class ItemTower(nn.Module):
         return self.shared(torch.cat(parts, dim=-1))
 
     def forward(self, items: torch.Tensor, head: str | None = None,
-                known: torch.Tensor | None = None) -> torch.Tensor:
+                known: torch.Tensor | None = None,
+                id_dropped: torch.Tensor | None = None) -> torch.Tensor:
         head = head or self.config.heads[0]
-        return self._finish(self.heads[head](self.features(items, known)))
+        return self._finish(self.heads[head](self.features(items, known, id_dropped)))
 
     def _finish(self, vectors: torch.Tensor) -> torch.Tensor:
         return F.normalize(vectors, dim=-1) if self.config.normalize else vectors

@@ -23,9 +23,9 @@ Entry point (``torchrun`` sets RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT)::
     torchrun --nnodes=2 --node_rank=$NODE --nproc_per_node=8 \\
         --rdzv_backend=c10d --rdzv_endpoint=$HOST:29500 -m relrec.train.distributed RUN_DIR
 
-``--batch-size`` is the *global* batch (must be divisible by the world size). ID dropout draws
-differ per rank (still a valid training run, but not bit-identical to one process). See
-docs/SCALING.md for multi-GPU and multi-node notes.
+``--batch-size`` is the *global* batch (must be divisible by the world size). ID dropout is
+drawn once for the global batch (same seeded RNG on every rank) and sliced, so it is the same
+draw one process makes. See docs/SCALING.md for multi-GPU and multi-node notes.
 """
 
 from __future__ import annotations
@@ -138,7 +138,13 @@ class DistributedTrainer(Trainer):
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
         part = local_slice(len(batch_triggers), self.rank, self.world)
         triggers, candidates = batch_triggers[part], batch_candidates[part]
-        embeddings = self.ddp_module(torch.cat([triggers, candidates]))
+        # one ID-dropout draw for the global batch (every rank's RNG is in the same state),
+        # sliced like the rows: the same draws a single process makes
+        dropped = tower.id_dropout_mask((2 * len(batch_triggers),))
+        if dropped is not None:
+            dropped = dropped.view(2, -1)
+            dropped = torch.cat([dropped[0, part], dropped[1, part]])
+        embeddings = self.ddp_module(torch.cat([triggers, candidates]), id_dropped=dropped)
         trigger_embeddings, candidate_embeddings = embeddings.split(len(triggers))
         return distributed_sampled_softmax_loss(
             trigger_embeddings, candidate_embeddings, triggers, candidates,

@@ -221,7 +221,7 @@ class Trainer:
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
         config = self.config
         items = torch.cat([batch_triggers, batch_candidates])
-        embeddings = tower(items)
+        embeddings = tower(items, id_dropped=tower.id_dropout_mask(items.shape))
         trigger_embeddings, candidate_embeddings = embeddings.split(len(batch_triggers))
         log_q = log_q_table[batch_candidates] if log_q_table is not None else None
         loss, _ = sampled_softmax_loss(trigger_embeddings, candidate_embeddings, batch_triggers,
