@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from relrec.config import RunConfig
-from relrec.errors import RelrecError
+from relrec.errors import InputError, RelrecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Related-item lists balancing engagement, relevance and popularity.")
@@ -169,6 +169,9 @@ def evaluate(run_dir: Path = typer.Argument(...),
              peers: bool = typer.Option(True, "--peers/--no-peers",
                                         help="also score popularity and co-visitation"),
              bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
+             against: Optional[list[Path]] = typer.Option(
+                 None, help="another run dir of the same prepared data: its model is scored "
+                 "and paired with this one (repeatable)"),
              config_path: Optional[Path] = ConfigOption):
     """Offline metrics with 95% bootstrap intervals, against reference systems."""
     from relrec.evaluate.runner import run_evaluation
@@ -176,13 +179,18 @@ def evaluate(run_dir: Path = typer.Argument(...),
     config = load_config(config_path, run_dir)
     if bootstrap is not None:
         config.evaluate.n_bootstrap = bootstrap
-    result = run_evaluation(run_dir, config.evaluate, split=split, include_peers=peers)
+    for other in against or []:
+        if not (other / "model").is_dir():
+            raise InputError(f"{other}: no trained model (run `relrec train {other}` first)")
+    result = run_evaluation(run_dir, config.evaluate, split=split, include_peers=peers,
+                            against=against or [])
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    from relrec.evaluate.runner import metrics_table
+    from relrec.evaluate.runner import metrics_table, paired_table
 
     console.print(metrics_table(result))
+    console.print(paired_table(result))
 
 
 @app.command()

@@ -107,3 +107,32 @@ def test_console_entry_point_runs_without_traceback(trained_run):
                                env={**os.environ, "COLUMNS": "120"})
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_evaluate_against_another_run_is_paired_and_refuses_other_data(trained_run, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    result = runner.invoke(app, ["train", str(other), "--preset", "cf", "--epochs", "1",
+                                 "--seed", "7", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--json", "--bootstrap", "50",
+                                 "--no-peers", "--against", str(other)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    mine = metrics["systems"]["model"]["all"]["recall@50"]["value"]
+    theirs = metrics["systems"]["run:other"]["all"]["recall@50"]["value"]
+    difference = metrics["paired_differences"]["model - run:other"]["all"]["recall@50"]
+    assert difference["value"] == pytest.approx(mine - theirs)
+    assert difference["low"] <= difference["value"] <= difference["high"]
+
+    # a run whose held-out pairs differ is refused with a one-line error, not scored unpaired
+    test_pairs = other / "pairs" / "test_pairs.parquet"
+    pd.read_parquet(test_pairs).iloc[1:].to_parquet(test_pairs, index=False)
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--bootstrap", "20",
+                                 "--no-peers", "--against", str(other)])
+    assert result.exit_code == 2
+    assert "not the same prepared data" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--against", str(tmp_path)])
+    assert result.exit_code == 2 and "no trained model" in result.output

@@ -4,24 +4,46 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 from relrec.config import EvaluateConfig
 from relrec.evaluate.evaluation import (evaluate_system, format_interval, paired_differences,
                                         segment_pairs)
 from relrec.evaluate.peers import CoVisitation, Popularity
+from relrec.errors import InputError
 from relrec.manifest import atomic_write_json, update_manifest
 
 
+def _same_pairs(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        np.array_equal(getattr(a[name], part), getattr(b[name], part))
+        for name in a for part in ("triggers", "trigger_row", "targets"))
+
+
 def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "test",
-                   include_peers: bool = True) -> dict:
-    """Score the trained model (and peers); write evaluation/metrics.json and the manifest."""
+                   include_peers: bool = True,
+                   against: list[str | Path] | tuple = ()) -> dict:
+    """Score the trained model (and peers); write evaluation/metrics.json and the manifest.
+
+    ``against``: other run directories trained on the *same* prepared split (checked: the same
+    held-out pairs); their models are scored too and paired with this one, so "model − other
+    run" gets a paired interval (same resampled triggers) instead of two unpaired ones.
+    """
     from relrec.index.related import RelatedItems
 
     model = RelatedItems.load(run_dir)
     run = model.run
     segments = segment_pairs(run, split, config)
     systems = {"model": model}
+    for other_dir in against:
+        other = RelatedItems.load(other_dir)
+        name = f"run:{Path(other_dir).resolve().name}"
+        if other.run.n_items != run.n_items or not _same_pairs(
+                segment_pairs(other.run, split, config), segments):
+            raise InputError(f"{other_dir}: not the same prepared data as {run_dir} "
+                             f"(its {split} pairs differ); --against needs runs of one split")
+        systems[name] = other
     if include_peers:
         systems["popularity"] = Popularity().fit(run)
         systems["covisitation"] = CoVisitation().fit(run)
@@ -55,4 +77,19 @@ def metrics_table(result: dict, segment: str = "all") -> Table:
         percent = not metric.startswith(("novelty",))
         table.add_row(metric, *[format_interval(systems[name][segment][metric], percent)
                                 if metric in systems[name][segment] else "-" for name in systems])
+    return table
+
+
+def paired_table(result: dict, segment: str = "all") -> Table:
+    """model − each other system, paired bootstrap over the same triggers (percentage points)."""
+    differences = result["paired_differences"]
+    table = Table(title=f"{result['split']}: paired differences, percentage points, 95% interval")
+    table.add_column("metric")
+    for name in differences:
+        table.add_column(name)
+    metrics = sorted({metric for d in differences.values() for metric in d.get(segment, {})
+                      if not metric.startswith("novelty")})
+    for metric in metrics:
+        table.add_row(metric, *[format_interval(d[segment][metric]) if metric in d.get(segment, {})
+                                else "-" for d in differences.values()])
     return table
