@@ -78,10 +78,14 @@ def bench_size(n: int, args) -> list[dict]:
                  **{f"recall@{kk}": 1.0 for kk in args.ks}})
     del exact
 
+    ivf = {"ivf_lists": int(args.ivf_lists_factor * np.sqrt(n)), "pq_bytes": args.pq_bytes}
     configs = [("hnsw", {"hnsw_neighbors": args.hnsw_m}, args.ef_search),
-               ("ivfpq", {"ivf_lists": int(args.ivf_lists_factor * np.sqrt(n)),
-                          "pq_bytes": args.pq_bytes}, args.nprobe)]
+               ("ivfpq", ivf, args.nprobe),
+               ("ivfpq", {**ivf, "refine": "sq8", "refine_factor": args.refine_factor},
+                args.nprobe)]
     for kind, params, breadths in configs:
+        if kind not in args.kinds:
+            continue
         started = time.perf_counter()
         index = ItemIndex(args.dim, kind, **params)
         index.add(vectors, ids)
@@ -92,7 +96,9 @@ def bench_size(n: int, args) -> list[dict]:
             found, qps = timed_search(index, vectors, queries, k)
             label = (f"M={params['hnsw_neighbors']} efC=80 efSearch={breadth}" if kind == "hnsw"
                      else f"nlist={params['ivf_lists']} m={params['pq_bytes']}x8bit "
-                          f"nprobe={breadth}")
+                          f"nprobe={breadth}" + (f" + refine {params['refine']}×"
+                                                 f"{params['refine_factor']}"
+                                                 if params.get("refine") else ""))
             row = {"n_items": n, "kind": kind, "params": label, "build_seconds": round(build, 2),
                    "index_bytes": size, "qps": round(qps, 1),
                    "speedup_vs_exact": round(qps / exact_qps, 2),
@@ -116,6 +122,10 @@ def main() -> None:
     parser.add_argument("--ivf-lists-factor", type=float, default=4.0)
     parser.add_argument("--pq-bytes", type=int, default=32)
     parser.add_argument("--nprobe", nargs="+", type=int, default=[16, 64])
+    parser.add_argument("--kinds", nargs="+", default=["hnsw", "ivfpq"],
+                        help="approximate kinds to measure against exact")
+    parser.add_argument("--refine-factor", type=int, default=4,
+                        help="IVF-PQ + SQ8 re-rank of refine_factor·k candidates")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/ann.json")

@@ -42,3 +42,47 @@ def test_index_kind_by_catalogue_size():
     assert choose_index_kind(10_000) == "exact"
     assert choose_index_kind(1_000_000) == "hnsw"
     assert choose_index_kind(50_000_000) == "ivfpq"
+
+
+def _clustered(n=6000, dim=32, clusters=60, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    return unit(centres[rng.integers(0, clusters, n)] + 0.6 * rng.normal(size=(n, dim)))
+
+
+def _recall(found, truth):
+    return np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)])
+
+
+def test_ivfpq_refine_recovers_the_recall_product_codes_lose(tmp_path):
+    vectors = _clustered()
+    ids = np.arange(len(vectors))
+    queries = np.arange(0, len(vectors), 30)
+    exact = ItemIndex(32)
+    exact.add(vectors, ids)
+    truth = exact.search(vectors[queries], 10, exclude=queries)[1]
+    found = {}
+    for refine in (None, "sq8", "flat"):
+        index = ItemIndex(32, "ivfpq", ivf_lists=32, pq_bytes=4, search_breadth=32,
+                          refine=refine, refine_factor=8)
+        index.add(vectors, ids)
+        found[refine] = index.search(vectors[queries], 10, exclude=queries)[1]
+        if refine == "sq8":
+            index.save(tmp_path / "refined.faiss")
+            loaded = ItemIndex.load(tmp_path / "refined.faiss")
+            assert (loaded.kind, loaded.refine, loaded.refine_factor) == ("ivfpq", "sq8", 8)
+            loaded.search_breadth = 32
+            assert np.array_equal(loaded.search(vectors[queries], 10, exclude=queries)[1],
+                                  found[refine])
+    plain, sq8, flat = (_recall(found[r], truth) for r in (None, "sq8", "flat"))
+    assert plain < 0.8  # 4-byte codes lose the order inside a cluster
+    assert sq8 > plain + 0.1 and flat > 0.95
+
+
+def test_refine_is_refused_for_other_kinds():
+    import pytest
+
+    with pytest.raises(ValueError, match="ivfpq"):
+        ItemIndex(8, "hnsw", refine="sq8")
+    with pytest.raises(ValueError, match="unknown refine"):
+        ItemIndex(8, "ivfpq", refine="pq")

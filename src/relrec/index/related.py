@@ -38,7 +38,9 @@ class RelatedItems:
         self.heads = list(embeddings)
         self.indexes = {}
         for head, vectors in embeddings.items():
-            index = ItemIndex(vectors.shape[1], kind=index_kind)
+            # IVF-PQ alone caps recall near 0.85 (BENCHMARKS.md): re-rank with 8-bit codes
+            index = ItemIndex(vectors.shape[1], kind=index_kind,
+                              refine="sq8" if index_kind == "ivfpq" else None)
             index.add(vectors[eligible], np.flatnonzero(eligible))
             self.indexes[head] = index
 
