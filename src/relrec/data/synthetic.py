@@ -47,7 +47,10 @@ sessions_per_user - 1)`` sessions (mean ``sessions_per_user``, at least one) and
    a. with probability ``autoplay_rate`` it is an **autoplay / trending** jump: an item of the
       *autoplay pool* (the top :data:`AUTOPLAY_POOL_FRACTION` of items by popularity, at least
       :data:`AUTOPLAY_POOL_MIN` items, any topic) drawn proportionally to popularity — the
-      planted cross-topic noise (``transitions.is_autoplay``);
+      planted cross-topic noise (``transitions.is_autoplay``). When ``c`` is itself in the pool
+      the probability is ``trending_autoplay_rate`` (default: the same), which plants
+      *trending chains*: most co-engagements of popular triggers then cross topics, while
+      niche triggers stay on topic;
    b. otherwise, when ``satiation > 0``, the user is **satiated** with probability
       ``1 - (1 - satiation) ** (run - 1)``, where ``run`` is the number of consecutive items at
       the end of the session so far (including ``c``) whose primary topic equals ``c``'s
@@ -169,6 +172,11 @@ class SyntheticConfig(BaseModel):
         0.25, ge=0.0, le=1.0,
         description="probability that the next engagement jumps to a globally popular item of "
                     "any topic (planted cross-topic noise)")
+    trending_autoplay_rate: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="autoplay probability right after an autoplay-pool (trending) item; None = "
+                    "autoplay_rate. Higher plants 'trending chains': popular triggers' "
+                    "co-engagements are mostly cross-topic (what OPC's reweighting is for)")
     satiation: float = Field(
         0.0, ge=0.0, le=1.0,
         description="probability of leaving the topic is 1 - (1 - satiation) ** (run - 1), run "
@@ -372,7 +380,11 @@ def _walk(rng: np.random.Generator, plant: _Plant, lengths: np.ndarray,
             break
         current = items[active, step - 1]
         size = active.size
-        is_auto = rng.random(size) < config.autoplay_rate
+        rate = config.autoplay_rate
+        if config.trending_autoplay_rate is not None:
+            rate = np.where(plant.pool_position[current] >= 0, config.trending_autoplay_rate,
+                            config.autoplay_rate)
+        is_auto = rng.random(size) < rate
         use_secondary = (plant.secondary[current] >= 0) & (rng.random(size) < SECONDARY_WALK_RATE)
         walk_topic = np.where(use_secondary, plant.secondary[current], plant.primary[current])
         if config.satiation > 0:
