@@ -134,15 +134,18 @@ def train(run_dir: Path = typer.Argument(...),
           w_sem: Optional[float] = typer.Option(None, help="semantic weight (w_co = 1)"),
           logq: Optional[bool] = typer.Option(None, "--logq/--no-logq"),
           opc: Optional[bool] = typer.Option(None, "--opc/--no-opc"),
+          device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N, mps or auto"),
           config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
     """Train the two-tower model of a preset; resumes from a checkpoint after a kill."""
     from relrec.train.pipeline import train_run
     from relrec.train.presets import resolve_train_config
+    from relrec.train.trainer import resolve_device
 
     config = load_config(config_path, run_dir)
     overrides = {k: v for k, v in {"max_epochs": epochs, "batch_size": batch_size,
                                    "temperature": temperature, "seed": seed, "w_sem": w_sem,
-                                   "logq_correction": logq, "opc": opc}.items() if v is not None}
+                                   "logq_correction": logq, "opc": opc,
+                                   "device": device}.items() if v is not None}
     if (preset or config.train.preset) == "full" and "w_sem" not in overrides \
             and "w_sem" not in config.train.model_fields_set:
         # the paper's recipe takes its w_co:w_sem from the validation sweep of `relrec study`
@@ -155,6 +158,7 @@ def train(run_dir: Path = typer.Argument(...),
         else:
             console.print("full preset: no `relrec study RUN paper` yet; using the paper's 1:500")
     config.train = resolve_train_config(config.train, preset, overrides)
+    resolve_device(config.train.device)  # an absent accelerator fails before any work
     summary = train_run(run_dir, config, progress=progress)
     console.print(f"[green]trained[/green] preset {config.train.preset}: best epoch "
                   f"{summary['best_epoch']}, validation recall@{summary['early_stopping_k']} "

@@ -66,6 +66,17 @@ def test_missing_config_and_run_dir_are_clear(tmp_path):
     assert completed.returncode == 2 and "missing.toml" in completed.stderr
 
 
+def test_unknown_or_absent_training_device_is_one_line(tmp_path):
+    import torch
+
+    completed = relrec("train", str(tmp_path / "nowhere"), "--device", "gpu")
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    assert "device" in completed.stderr
+    if not torch.cuda.is_available():
+        completed = relrec("train", str(tmp_path / "nowhere"), "--device", "cuda")
+        assert completed.returncode == 2 and "no CUDA device" in completed.stderr
+
+
 def test_dropped_rows_are_counted_not_silent(tmp_path):
     rows = [f"u{u},{1 + (t % 3)},{1000 * u + 60 * t}" for u in range(6) for t in range(6)]
     rows += ["u0,99,5", "u0,1,0", ",1,7"]  # unknown item, duplicate of the first row, null user

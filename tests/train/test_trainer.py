@@ -26,6 +26,7 @@ def fit(tmp_path, config, max_seconds=None, name="model"):
     frequency = np.bincount(np.repeat(pairs["trigger_index"], pairs["pair_count"]),
                             minlength=n_items)
     examples = build_examples(pairs, frequency, config)
+    torch.manual_seed(config.seed)  # initial weights from the seed, as the pipeline does
     tower = ItemTower(build_tower_config(n_items, config))
     valid = planted_pairs(n_pairs=300, seed=1)
     trainer = Trainer(config, tmp_path / name, progress=False)
@@ -78,3 +79,29 @@ def test_early_stopping_stops_when_validation_stalls(tmp_path):
     config = TrainConfig(**{**CONFIG, "max_epochs": 50, "patience": 0, "learning_rate": 0.05})
     _, summary = fit(tmp_path, config)
     assert len(summary["history"]) < 50
+
+
+def test_device_auto_trains_and_returns_a_cpu_model(tmp_path):
+    """`device="auto"` picks CUDA where there is one; the trained tower always comes back on
+    CPU (what is saved, indexed and served), with the weights of an explicit CPU run here."""
+    tower, summary = fit(tmp_path, TrainConfig(**CONFIG, device="auto"), name="auto")
+    assert all(p.device.type == "cpu" for p in tower.parameters())
+    if not torch.cuda.is_available():
+        reference, _ = fit(tmp_path, TrainConfig(**CONFIG), name="cpu")
+        for (name, x), (_, y) in zip(tower.state_dict().items(),
+                                     reference.state_dict().items()):
+            assert torch.equal(x, y), name
+
+
+def test_absent_or_unknown_device_is_refused():
+    import pydantic
+    import pytest
+
+    from relrec.train.trainer import resolve_device
+
+    with pytest.raises(pydantic.ValidationError):
+        TrainConfig(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    assert resolve_device("cpu").type == "cpu"

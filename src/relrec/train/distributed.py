@@ -193,8 +193,15 @@ def train_run_distributed(run_dir: str | Path, config: RunConfig, *, progress: b
     setup = prepare_training(run_dir, config, progress=progress, notes=notes,
                              fill_content=fill_content)
     tower = setup.tower()
-    ddp = wrap_ddp(tower)  # broadcasts rank 0's initial parameters
-    trainer = DistributedTrainer(setup.train_config, setup.run.run_dir / "model", ddp,
+    train_config = setup.train_config
+    device = None
+    if dist.get_backend() == "nccl":  # one GPU per process: the one torchrun assigned
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        train_config = train_config.model_copy(update={"device": str(device)})
+        tower.to(device)
+    ddp = wrap_ddp(tower, device)  # broadcasts rank 0's initial parameters
+    trainer = DistributedTrainer(train_config, setup.run.run_dir / "model", ddp,
                                  progress=progress)
     summary = trainer.fit(tower, setup.examples, **setup.fit_arguments())
     if rank == 0:

@@ -127,6 +127,9 @@ class MultiHeadTrainer(Trainer):
 
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
         config = self.config
+        if self.teacher is not None and self.teacher.device != batch_triggers.device:
+            self.teacher = self.teacher.to(batch_triggers.device)
+            self.teacher_ok = self.teacher_ok.to(batch_triggers.device)
         items = torch.cat([batch_triggers, batch_candidates])
         outputs = tower.all_heads(items)
         log_q = log_q_table[batch_candidates] if log_q_table is not None else None

@@ -73,13 +73,27 @@ def validation_recall(tower: ItemTower, eligible: np.ndarray, known: np.ndarray,
 def item_embeddings(tower: ItemTower, known: np.ndarray, head: str | None = None,
                     batch_size: int = 65536) -> np.ndarray:
     tower.eval()
+    device = next(tower.parameters()).device
     n_items = len(known)
     out = []
     for start in range(0, n_items, batch_size):
-        items = torch.arange(start, min(start + batch_size, n_items))
-        out.append(tower(items, head=head, known=torch.as_tensor(np.array(known[start:start + len(items)])))
-                   .numpy())
+        items = torch.arange(start, min(start + batch_size, n_items), device=device)
+        flags = torch.as_tensor(np.array(known[start:start + len(items)]), device=device)
+        out.append(tower(items, head=head, known=flags).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``TrainConfig.device`` → a torch device; a named accelerator that is absent is an error
+    (never a silent fall-back to CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} requested but MPS is not available")
+    return device
 
 
 def config_fingerprint(payload: dict) -> str:
@@ -104,12 +118,13 @@ class Trainer:
         return self.model_dir / "checkpoint.safetensors"
 
     def _save_checkpoint(self, tower, optimizer, epoch, best, best_state, fingerprint, stale):
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in tower.state_dict().items()}
-        tensors.update({f"best.{k}": v.detach().contiguous() for k, v in best_state.items()})
+        tensors = {f"model.{k}": v.detach().cpu().contiguous()
+                   for k, v in tower.state_dict().items()}
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
         optimizer_state = optimizer.state_dict()
         for param_id, state in optimizer_state["state"].items():
             for name, value in state.items():
-                tensors[f"optimizer.{param_id}.{name}"] = torch.as_tensor(value).contiguous()
+                tensors[f"optimizer.{param_id}.{name}"] = torch.as_tensor(value).cpu().contiguous()
         metadata = {"epoch": str(epoch), "best": json.dumps(best), "fingerprint": fingerprint,
                     "stale": str(stale), "history": json.dumps(self.history),
                     "param_groups": json.dumps(optimizer_state["param_groups"])}
@@ -127,7 +142,8 @@ class Trainer:
             metadata = handle.metadata()
         if metadata.get("fingerprint") != fingerprint:
             return None  # a different config or data: start over rather than mix runs
-        tensors = load_file(str(path))
+        device = next(tower.parameters()).device
+        tensors = load_file(str(path), device=str(device))
         tower.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         state: dict = {}
@@ -151,13 +167,18 @@ class Trainer:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
+        device = resolve_device(config.device)
+        tower.to(device)
         optimizer = torch.optim.Adam(tower.parameters(), lr=config.learning_rate,
                                      weight_decay=config.weight_decay)
         log_q_table = (log_sampling_probability(torch.as_tensor(np.array(candidate_frequency)))
                        * config.logq_strength if config.logq_correction else None)
-        # the stopping rule may change between a killed run and its resume; nothing else
+        if log_q_table is not None:
+            log_q_table = log_q_table.to(device)
+        # the stopping rule (and where it runs) may change between a killed run and its
+        # resume; nothing else
         fingerprint = config_fingerprint({**fingerprint_payload, "train": config.model_dump(
-            mode="json", exclude={"max_epochs", "patience", "num_threads"})})
+            mode="json", exclude={"max_epochs", "patience", "num_threads", "device"})})
         resumed = self._load_checkpoint(tower, optimizer, fingerprint)
         start_epoch, best, best_state, stale = 0, {"epoch": -1, "recall": -1.0}, None, 0
         if resumed is not None:
@@ -166,9 +187,9 @@ class Trainer:
         if best_state is None or not best_state:
             best_state = {k: v.clone() for k, v in tower.state_dict().items()}
 
-        triggers = torch.as_tensor(examples.triggers)
-        candidates = torch.as_tensor(examples.candidates)
-        weights = torch.as_tensor(examples.weights)
+        triggers = torch.as_tensor(examples.triggers).to(device)
+        candidates = torch.as_tensor(examples.candidates).to(device)
+        weights = torch.as_tensor(examples.weights).to(device)
         n_examples = len(examples)
         batches_per_epoch = max(1, n_examples // config.batch_size)
         started = time.perf_counter()
@@ -183,7 +204,8 @@ class Trainer:
                 tower.train()
                 torch.manual_seed(config.seed + epoch)
                 order = torch.as_tensor(
-                    np.random.default_rng(config.seed + epoch).permutation(n_examples))
+                    np.random.default_rng(config.seed + epoch).permutation(n_examples)
+                ).to(device)
                 epoch_loss = 0.0
                 for batch in range(batches_per_epoch):
                     rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]
@@ -213,6 +235,7 @@ class Trainer:
                 if max_seconds is not None and time.perf_counter() - started > max_seconds:
                     break
         tower.load_state_dict(best_state)
+        tower.to("cpu")  # what is saved, indexed and served lives on CPU
         tower.eval()
         return {"best_epoch": best["epoch"], "best_valid_recall": best["recall"],
                 "early_stopping_k": config.early_stopping_k, "history": self.history,
