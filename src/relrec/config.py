@@ -73,6 +73,8 @@ class TrainConfig(_Section):
     use_visual: bool = False
     id_dropout: float = Field(0.0, ge=0.0, le=1.0)
     num_threads: int | None = None
+    sparse_id_gradients: bool | None = Field(
+        None, description="sparse ID-table gradients with SparseAdam; None = above 100k items")
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$",
                         description="where the tower trains: cpu, cuda, cuda:N, mps, or auto "
                         "(cuda when available); the saved model is always on CPU")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from relrec.config import TrainConfig
@@ -56,11 +57,14 @@ def test_same_seed_same_weights(tmp_path):
         assert torch.equal(x, y), name
 
 
-def test_resume_after_kill_reaches_the_same_weights(tmp_path):
-    uninterrupted, _ = fit(tmp_path, TrainConfig(**CONFIG), name="full")
+@pytest.mark.parametrize("sparse", [False, True])
+def test_resume_after_kill_reaches_the_same_weights(tmp_path, sparse):
+    """Also with sparse ID gradients (SparseAdam + Adam: two optimizer states checkpointed)."""
+    config = {**CONFIG, "sparse_id_gradients": sparse}
+    uninterrupted, _ = fit(tmp_path, TrainConfig(**config), name="full")
     # "kill" after the first epoch: max_seconds=0 stops once epoch 0's checkpoint is written
-    fit(tmp_path, TrainConfig(**CONFIG), max_seconds=0, name="killed")
-    resumed, summary = fit(tmp_path, TrainConfig(**CONFIG), name="killed")
+    fit(tmp_path, TrainConfig(**config), max_seconds=0, name="killed")
+    resumed, summary = fit(tmp_path, TrainConfig(**config), name="killed")
     assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
     for (name, x), (_, y) in zip(uninterrupted.state_dict().items(),
                                  resumed.state_dict().items()):
@@ -105,3 +109,35 @@ def test_absent_or_unknown_device_is_refused():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda:0")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_sparse_id_gradients_learn_and_touch_only_the_batch_rows(tmp_path):
+    tower, summary = fit(tmp_path, TrainConfig(**CONFIG, sparse_id_gradients=True))
+    assert summary["best_valid_recall"] > 0.5
+    assert tower.id_embedding.sparse is False  # a training-time switch, not saved behaviour
+    trainer = Trainer(TrainConfig(**CONFIG, sparse_id_gradients=True), tmp_path / "x",
+                      progress=False)
+    torch.manual_seed(0)
+    fresh = ItemTower(build_tower_config(60, trainer.config))
+    optimizer = trainer._optimizer(fresh)
+    assert [type(o).__name__ for o in optimizer.optimizers] == ["SparseAdam", "Adam"]
+    before = fresh.id_embedding.weight.detach().clone()
+    loss = fresh(torch.tensor([1, 2, 3])).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    changed = (fresh.id_embedding.weight.detach() != before).any(dim=1)
+    assert set(torch.nonzero(changed).flatten().tolist()) == {1, 2, 3}
+
+
+def test_sparse_id_gradients_choice():
+    small = ItemTower(build_tower_config(60, TrainConfig(**CONFIG)))
+    big = ItemTower(build_tower_config(200_000, TrainConfig(**{**CONFIG, "id_dim": 2})))
+    auto = Trainer(TrainConfig(**CONFIG), "unused", progress=False)
+    assert not auto.sparse_id_gradients(small) and auto.sparse_id_gradients(big)
+    decayed = Trainer(TrainConfig(**CONFIG, weight_decay=0.1), "unused", progress=False)
+    assert not decayed.sparse_id_gradients(big)  # auto keeps dense Adam's weight decay
+    forced = Trainer(TrainConfig(**CONFIG, weight_decay=0.1, sparse_id_gradients=True),
+                     "unused", progress=False)
+    with pytest.raises(ValueError, match="weight decay"):
+        forced._optimizer(small)

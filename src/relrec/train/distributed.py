@@ -135,6 +135,13 @@ class DistributedTrainer(Trainer):
         self.ddp_module = ddp_module
         self.group = group
 
+    def sparse_id_gradients(self, tower) -> bool:
+        # NCCL has no sparse all_reduce: dense ID gradients on GPUs (shard big tables instead,
+        # docs/SCALING.md §5); gloo reduces sparse gradients
+        if dist.get_backend(self.group) == "nccl":
+            return False
+        return super().sparse_id_gradients(tower)
+
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
         part = local_slice(len(batch_triggers), self.rank, self.world)
         triggers, candidates = batch_triggers[part], batch_candidates[part]
