@@ -194,7 +194,8 @@ def evaluate(run_dir: Path = typer.Argument(...),
     from relrec.evaluate.runner import metrics_table, paired_table
 
     console.print(metrics_table(result))
-    console.print(paired_table(result))
+    if result["paired_differences"]:
+        console.print(paired_table(result))
 
 
 @app.command()

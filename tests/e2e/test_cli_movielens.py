@@ -127,6 +127,10 @@ def test_evaluate_against_another_run_is_paired_and_refuses_other_data(trained_r
     assert difference["value"] == pytest.approx(mine - theirs)
     assert difference["low"] <= difference["value"] <= difference["high"]
 
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--no-peers", "--bootstrap", "20",
+                                 "--against", str(other), "--against", str(other)])
+    assert result.exit_code == 2 and "given twice" in result.output
+
     # a run whose held-out pairs differ is refused with a one-line error, not scored unpaired
     test_pairs = other / "pairs" / "test_pairs.parquet"
     pd.read_parquet(test_pairs).iloc[1:].to_parquet(test_pairs, index=False)

@@ -57,10 +57,10 @@ def _config(**overrides) -> TrainConfig:
                        **overrides)
 
 
-def _single_process(dtype, logq: bool, id_dropout: float) -> dict:
+def _single_process(dtype, logq: bool, id_dropout: float, sparse: bool = False) -> dict:
     tower = _tower(dtype, id_dropout)
-    trainer = Trainer(_config(), "unused", progress=False)
-    optimizer = torch.optim.Adam(tower.parameters(), lr=trainer.config.learning_rate)
+    trainer = Trainer(_config(sparse_id_gradients=sparse), "unused", progress=False)
+    optimizer = trainer._optimizer(tower)
     log_q = _log_q_table(dtype) if logq else None
     for triggers, candidates, weights in _batches():
         loss = trainer.batch_loss(tower, triggers, candidates, weights.to(dtype), log_q)
@@ -70,9 +70,9 @@ def _single_process(dtype, logq: bool, id_dropout: float) -> dict:
     return {k: v.detach().clone() for k, v in tower.state_dict().items()}
 
 
-# dtype, logQ, ID dropout, atol
-CASES = [(torch.float64, True, 0.0, 1e-10), (torch.float32, False, 0.0, 1e-5),
-         (torch.float64, True, 0.3, 1e-10)]
+# dtype, logQ, ID dropout, sparse ID gradients (SparseAdam), atol
+CASES = [(torch.float64, True, 0.0, False, 1e-10), (torch.float32, False, 0.0, False, 1e-5),
+         (torch.float64, True, 0.3, False, 1e-10), (torch.float64, True, 0.0, True, 1e-10)]
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -82,15 +82,16 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=WORLD)
     try:
-        for case, (dtype, logq, id_dropout, _) in enumerate(CASES):
+        for case, (dtype, logq, id_dropout, sparse, _) in enumerate(CASES):
             tower = _tower(dtype, id_dropout)
             if rank == 1:  # a different local init: DDP must broadcast rank 0's parameters
                 with torch.no_grad():
                     for parameter in tower.parameters():
                         parameter.add_(1.0)
-            ddp = wrap_ddp(tower)
-            trainer = DistributedTrainer(_config(), "unused", ddp, progress=False)
-            optimizer = torch.optim.Adam(tower.parameters(), lr=trainer.config.learning_rate)
+            trainer = DistributedTrainer(_config(sparse_id_gradients=sparse), "unused", None,
+                                         progress=False)
+            optimizer = trainer._optimizer(tower)  # fixes the gradient layout before the wrap
+            trainer.ddp_module = wrap_ddp(tower)
             log_q = _log_q_table(dtype) if logq else None
             for triggers, candidates, weights in _batches():
                 loss = trainer.batch_loss(tower, triggers, candidates, weights.to(dtype), log_q)
@@ -110,8 +111,8 @@ def test_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path):
     with_dropout = _single_process(torch.float64, True, 0.3)["id_embedding.weight"]
     without = _single_process(torch.float64, True, 0.0)["id_embedding.weight"]
     assert not torch.allclose(with_dropout, without), "ID dropout case must differ"
-    for case, (dtype, logq, id_dropout, atol) in enumerate(CASES):
-        expected = _single_process(dtype, logq, id_dropout)
+    for case, (dtype, logq, id_dropout, sparse, atol) in enumerate(CASES):
+        expected = _single_process(dtype, logq, id_dropout, sparse)
         initial = _tower(dtype, id_dropout).state_dict()
         for name, value in expected.items():
             assert not torch.allclose(value, initial[name]), f"{name} did not train"

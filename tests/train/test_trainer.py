@@ -141,3 +141,14 @@ def test_sparse_id_gradients_choice():
                      "unused", progress=False)
     with pytest.raises(ValueError, match="weight decay"):
         forced._optimizer(small)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed_and_says_so(tmp_path):
+    fit(tmp_path, TrainConfig(**CONFIG), max_seconds=0, name="run")
+    _, summary = fit(tmp_path, TrainConfig(**{**CONFIG, "learning_rate": 0.02}), name="run")
+    assert summary["resumed_from_epoch"] is None
+    assert "started over" in summary["checkpoint_ignored"]
+    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
+    _, again = fit(tmp_path, TrainConfig(**{**CONFIG, "learning_rate": 0.02,
+                                            "max_epochs": 4}), name="run")
+    assert again["resumed_from_epoch"] == 3 and "checkpoint_ignored" not in again

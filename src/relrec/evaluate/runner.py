@@ -36,9 +36,18 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "te
     run = model.run
     segments = segment_pairs(run, split, config)
     systems = {"model": model}
+    seen: set[Path] = set()
     for other_dir in against:
         other = RelatedItems.load(other_dir)
-        name = f"run:{Path(other_dir).resolve().name}"
+        resolved = Path(other_dir).resolve()
+        if resolved == Path(run_dir).resolve() or resolved in seen:
+            raise InputError(f"{other_dir}: given twice (or is the run itself) in --against")
+        seen.add(resolved)
+        name = f"run:{resolved.name}"
+        if name in systems:  # two runs with the same folder name: add the parent's
+            name = f"run:{resolved.parent.name}/{resolved.name}"
+        if name in systems:
+            name = f"run:{resolved}"
         if other.run.n_items != run.n_items or not _same_pairs(
                 segment_pairs(other.run, split, config), segments):
             raise InputError(f"{other_dir}: not the same prepared data as {run_dir} "

@@ -174,7 +174,8 @@ def wrap_ddp(tower: torch.nn.Module, device: torch.device | None = None):
 
 def train_run_distributed(run_dir: str | Path, config: RunConfig, *, progress: bool = True
                           ) -> dict:
-    """``relrec train`` for one rank of an initialised process group (CPU / gloo).
+    """``relrec train`` for one rank of an initialised process group (gloo: CPU; nccl: the
+    GPU of ``LOCAL_RANK``).
 
     Mirrors :func:`relrec.train.pipeline.train_run`: rank 0 computes missing content
     embeddings first (the others then read the cache), every rank builds the same examples,
@@ -207,9 +208,13 @@ def train_run_distributed(run_dir: str | Path, config: RunConfig, *, progress: b
         torch.cuda.set_device(device)
         train_config = train_config.model_copy(update={"device": str(device)})
         tower.to(device)
-    ddp = wrap_ddp(tower, device)  # broadcasts rank 0's initial parameters
-    trainer = DistributedTrainer(train_config, setup.run.run_dir / "model", ddp,
+    elif train_config.device != "cpu":
+        raise ValueError(f"the {dist.get_backend()} backend trains on CPU (device "
+                         f"{train_config.device!r} given); use --backend nccl for GPUs")
+    trainer = DistributedTrainer(train_config, setup.run.run_dir / "model", None,
                                  progress=progress)
+    trainer.prepare_tower(tower)  # sparse or dense ID gradients: fixed before the DDP wrap
+    trainer.ddp_module = wrap_ddp(tower, device)  # broadcasts rank 0's initial parameters
     summary = trainer.fit(tower, setup.examples, **setup.fit_arguments())
     if rank == 0:
         summary = setup.finish(tower, summary)

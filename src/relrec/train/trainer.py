@@ -91,6 +91,9 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but torch sees "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {name!r} requested but MPS is not available")
     return device
@@ -130,6 +133,7 @@ class Trainer:
         self.model_dir = Path(model_dir)
         self.progress = progress
         self.history: list[dict] = []
+        self.checkpoint_note: str | None = None
 
     # -- optimisation -----------------------------------------------------------------------
     def sparse_id_gradients(self, tower: ItemTower) -> bool:
@@ -141,21 +145,30 @@ class Trainer:
         if not (tower.config.use_id and isinstance(getattr(tower, "id_embedding", None),
                                                    torch.nn.Embedding)):
             return False
+        # sparse COO gradients and SparseAdam are implemented for CPU and CUDA only
+        supported = resolve_device(self.config.device).type in ("cpu", "cuda")
         if choice is None:
-            return tower.config.n_items > SPARSE_ID_ITEMS and self.config.weight_decay == 0
+            return (supported and tower.config.n_items > SPARSE_ID_ITEMS
+                    and self.config.weight_decay == 0)
+        if choice and not supported:
+            raise ValueError(f"sparse_id_gradients is not supported on {self.config.device}")
         return choice
+
+    def prepare_tower(self, tower: ItemTower) -> None:
+        """Set the ID table's gradient layout; must precede a DDP wrap (DDP fixes at wrap time
+        whether a parameter's gradient is sparse)."""
+        if isinstance(getattr(tower, "id_embedding", None), torch.nn.Embedding):
+            tower.id_embedding.sparse = self.sparse_id_gradients(tower)
 
     def _optimizer(self, tower: ItemTower) -> "OptimizerGroup":
         config = self.config
+        self.prepare_tower(tower)
         if not self.sparse_id_gradients(tower):
-            if isinstance(getattr(tower, "id_embedding", None), torch.nn.Embedding):
-                tower.id_embedding.sparse = False
             return OptimizerGroup([torch.optim.Adam(tower.parameters(), lr=config.learning_rate,
                                                     weight_decay=config.weight_decay)])
         if config.weight_decay > 0:
             raise ValueError("sparse_id_gradients (SparseAdam) has no weight decay; set "
                              "weight_decay = 0 or sparse_id_gradients = false")
-        tower.id_embedding.sparse = True
         table = tower.id_embedding.weight
         rest = [p for p in tower.parameters() if p is not table]
         return OptimizerGroup([torch.optim.SparseAdam([table], lr=config.learning_rate),
@@ -193,7 +206,10 @@ class Trainer:
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata()
         if metadata.get("fingerprint") != fingerprint:
-            return None  # a different config or data: start over rather than mix runs
+            # a different config, data or optimizer layout: start over rather than mix runs
+            self.checkpoint_note = (f"{path} was written by a different configuration, data or "
+                                    "relrec version; training started over")
+            return None
         device = next(tower.parameters()).device
         tensors = load_file(str(path), device=str(device))
         tower.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -229,8 +245,11 @@ class Trainer:
             log_q_table = log_q_table.to(device)
         # the stopping rule (and where it runs) may change between a killed run and its
         # resume; nothing else
-        fingerprint = config_fingerprint({**fingerprint_payload, "train": config.model_dump(
-            mode="json", exclude={"max_epochs", "patience", "num_threads", "device"})})
+        fingerprint = config_fingerprint({
+            **fingerprint_payload,
+            "train": config.model_dump(mode="json",
+                                       exclude={"max_epochs", "patience", "num_threads", "device"}),
+            "optimizers": [type(single).__name__ for single in optimizer.optimizers]})
         resumed = self._load_checkpoint(tower, optimizer, fingerprint)
         start_epoch, best, best_state, stale = 0, {"epoch": -1, "recall": -1.0}, None, 0
         if resumed is not None:
@@ -291,7 +310,10 @@ class Trainer:
             tower.id_embedding.sparse = False  # a training-time choice, not part of the model
         tower.to("cpu")  # what is saved, indexed and served lives on CPU
         tower.eval()
-        return {"best_epoch": best["epoch"], "best_valid_recall": best["recall"],
+        return {**({"checkpoint_ignored": self.checkpoint_note} if self.checkpoint_note else {}),
+                "resumed_from_epoch": start_epoch if resumed is not None else None,
+                "optimizers": [type(single).__name__ for single in optimizer.optimizers],
+                "best_epoch": best["epoch"], "best_valid_recall": best["recall"],
                 "early_stopping_k": config.early_stopping_k, "history": self.history,
                 "examples": n_examples, "fingerprint": fingerprint}
 
