@@ -30,6 +30,10 @@ ProgressOption = typer.Option(True, "--progress/--no-progress", help="show progr
 AlphaOption = typer.Option(
     None, "--alpha", min=0.0, max=1.0,
     help="MTMH: share of slots from the engagement head (ignored for one head)")
+BlendOption = typer.Option(
+    None, "--content-blend", min=0.0,
+    help="weight of content similarity blended into the model score (0 = model alone; "
+         "default: the run's [rank] config, set by `relrec tune-blend`)")
 
 
 def user_errors(command):
@@ -163,6 +167,10 @@ def train(run_dir: Path = typer.Argument(...),
     console.print(f"[green]trained[/green] preset {config.train.preset}: best epoch "
                   f"{summary['best_epoch']}, validation recall@{summary['early_stopping_k']} "
                   f"{summary['best_valid_recall']:.4f} ({summary['seconds']:.0f}s)")
+    from relrec.evaluate.blend_tuning import set_rank_after_training
+
+    explicit_rank = config_path is not None and "rank" in config.model_fields_set
+    console.print(set_rank_after_training(run_dir, config, config.train.preset, explicit_rank))
 
 
 @app.command()
@@ -176,6 +184,7 @@ def evaluate(run_dir: Path = typer.Argument(...),
              against: Optional[list[Path]] = typer.Option(
                  None, help="another run dir of the same prepared data: its model is scored "
                  "and paired with this one (repeatable)"),
+             content_blend: Optional[float] = BlendOption,
              config_path: Optional[Path] = ConfigOption):
     """Offline metrics with 95% bootstrap intervals, against reference systems."""
     from relrec.evaluate.runner import run_evaluation
@@ -187,7 +196,7 @@ def evaluate(run_dir: Path = typer.Argument(...),
         if not (other / "model").is_dir():
             raise InputError(f"{other}: no trained model (run `relrec train {other}` first)")
     result = run_evaluation(run_dir, config.evaluate, split=split, include_peers=peers,
-                            against=against or [])
+                            against=against or [], content_blend=content_blend)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -196,6 +205,45 @@ def evaluate(run_dir: Path = typer.Argument(...),
     console.print(metrics_table(result))
     if result["paired_differences"]:
         console.print(paired_table(result))
+
+
+@app.command("tune-blend")
+@user_errors
+def tune_blend(run_dir: Path = typer.Argument(...),
+               weight: Optional[list[float]] = typer.Option(
+                   None, "--weight", min=0.0, help="grid of blend weights (repeatable; "
+                   "default 0, 0.125, 0.25, 0.5, 1, 2)"),
+               modality: Optional[list[str]] = typer.Option(
+                   None, "--modality", help="text and/or visual (default: text)"),
+               apply: bool = typer.Option(True, "--apply/--no-apply",
+                                          help="write the choice into the run's [rank] config"),
+               bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
+               config_path: Optional[Path] = ConfigOption):
+    """Choose the content-blend weight on validation; later commands rank with it."""
+    from relrec.evaluate.blend_tuning import DEFAULT_WEIGHTS, tune_content_blend
+    from relrec.evaluate.evaluation import format_interval
+
+    config = load_config(config_path, run_dir)
+    if bootstrap is not None:
+        config.evaluate.n_bootstrap = bootstrap
+    modalities = modality or ["text"]
+    unknown = set(modalities) - {"text", "visual"}
+    if unknown:
+        raise ValueError(f"unknown modality {sorted(unknown)[0]!r}: choose text or visual")
+    result = tune_content_blend(run_dir, config, weight or DEFAULT_WEIGHTS, modalities,
+                                apply=apply)
+    table = Table(title="content blend on the validation period, % with 95% intervals")
+    columns = [c for c in ("recall@10", "topic_match_rate@10", "popular_share@10")
+               if c in result["rows"][0]]
+    for column in ("weight", *columns):
+        table.add_column(column)
+    for row in result["rows"]:
+        marker = " ←" if row["content_blend"] == result["chosen"] else ""
+        table.add_row(f"{row['content_blend']:g}{marker}",
+                      *[format_interval(row[c]) for c in columns])
+    console.print(table)
+    console.print(f"chosen {result['chosen']:g}: {result['rule']}"
+                  + ("" if apply else " (not applied)"))
 
 
 @app.command()
@@ -248,13 +296,14 @@ def export(run_dir: Path = typer.Argument(...),
                                           help="CAViaR re-rank of the first K slots"),
            page: int = typer.Option(10, "--page", min=1, help="with --diversify: page size p"),
            window: int = typer.Option(20, "--window", min=1, help="with --diversify: window n"),
+           content_blend: Optional[float] = BlendOption,
            progress: bool = ProgressOption):
     """Write every item's top-K related list: trigger, item, rank, score."""
     from rich.progress import Progress
 
     from relrec.index.related import RelatedItems
 
-    model = RelatedItems.load(run_dir)
+    model = RelatedItems.load(run_dir, content_blend=content_blend)
     if alpha is not None and not model.two_heads:
         console.print("note: --alpha ignored: this model has a single head")
         alpha = None
@@ -275,13 +324,14 @@ def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument
               page: int = typer.Option(1, "--page", min=1,
                                        help="with --diversify: show page P (pages 1..P placed)"),
               window: int = typer.Option(20, "--window", min=1,
-                                         help="with --diversify: search window n")):
+                                         help="with --diversify: search window n"),
+              content_blend: Optional[float] = BlendOption):
     """Print an item's related list with titles."""
     import pandas as pd
 
     from relrec.index.related import RelatedItems
 
-    model = RelatedItems.load(run_dir)
+    model = RelatedItems.load(run_dir, content_blend=content_blend)
     trigger = model.run.indices_for_ids([item_id])
     scores, indices, notes = model.related_lists(trigger, k, alpha=alpha, diversify=diversify,
                                            page=page, window=window)

@@ -85,6 +85,16 @@ class TrainConfig(_Section):
         0.05, gt=0.0, description="τ of the MTMH relevance head (unit vectors, cosine / τ)")
 
 
+class RankConfig(_Section):
+    """How lists are ranked from a trained model (used by evaluate, export, recommend, serve)."""
+    content_blend: float = Field(
+        0.0, ge=0.0, description="weight of the standardised content cosine added to the "
+        "standardised model score over the candidate pool (0 = the model alone); "
+        "`relrec tune-blend` picks it on validation")
+    blend_modalities: list[Literal["text", "visual"]] = Field(default_factory=lambda: ["text"])
+    candidate_pool: int = Field(200, ge=1, description="model candidates re-scored by the blend")
+
+
 class EvaluateConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
     n_bootstrap: int = Field(1000, ge=10)
@@ -98,6 +108,7 @@ class RunConfig(_Section):
     content: ContentConfig = Field(default_factory=ContentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunConfig":

@@ -62,3 +62,30 @@ def test_full_preset_trains_with_text_visual_mtl_and_opc(content_run):
     # content inputs give cold items an embedding: cold pairs are scored, not dropped
     assert metrics["systems"]["model"]["cold"]["counts"]["pairs"] > 0
     assert "recall@10" in metrics["systems"]["model"]["cold"]
+
+
+def test_balanced_preset_tunes_its_content_blend_on_validation(content_run):
+    result = runner.invoke(app, ["train", str(content_run), "--preset", "balanced",
+                                 "--epochs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "chosen on validation" in result.output
+    manifest = json.loads((content_run / "manifest.json").read_text())
+    chosen = manifest["rank_tuning"]["chosen"]
+    assert manifest["config"]["rank"]["content_blend"] == chosen
+    assert [row["content_blend"] for row in manifest["rank_tuning"]["rows"]][0] == 0.0
+
+    result = runner.invoke(app, ["tune-blend", str(content_run), "--weight", "0.5",
+                                 "--modality", "text", "--modality", "visual", "--no-apply",
+                                 "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    assert "not applied" in result.output
+    manifest = json.loads((content_run / "manifest.json").read_text())
+    assert manifest["config"]["rank"]["content_blend"] == chosen  # --no-apply kept it
+    assert manifest["rank_tuning"]["modalities"] == ["text", "visual"]
+
+    item = pd.read_parquet(content_run / "data" / "items.parquet")["item_id"].iloc[0]
+    result = runner.invoke(app, ["recommend", str(content_run), str(item), "--k", "5",
+                                 "--content-blend", "2"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["tune-blend", str(content_run), "--modality", "audio"])
+    assert result.exit_code == 2 and "unknown modality" in result.output

@@ -162,3 +162,27 @@ def test_search_runs_health_metrics_openapi(client):
 def test_compare_run_is_served_side_by_side(client, run):
     body = client.get("/v1/items/1/related", params={"run": run, "k": 5}).json()
     assert body["run"] == run and len(body["items"]) == 5
+
+
+def test_a_tuned_content_blend_is_what_the_service_serves(run_copy, tmp_path, make_settings):
+    """The run's [rank] content blend (set by `relrec tune-blend`) ranks served lists exactly
+    as the library does."""
+    import json
+
+    from relrec.content.stage import write_content
+    from relrec.run import RunData
+
+    run = RunData(run_copy)
+    vectors = np.random.default_rng(0).normal(size=(run.n_items, 16)).astype(np.float32)
+    write_content(run, "text", vectors, source="test")
+    manifest_path = run_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["rank"] = {"content_blend": 3.0, "blend_modalities": ["text"],
+                                  "candidate_pool": 50}
+    manifest_path.write_text(json.dumps(manifest))
+    blended, _ = RelatedItems.load(run_copy).similar_items(["1"], k=10)
+    plain, _ = RelatedItems.load(run_copy, content_blend=0.0).similar_items(["1"], k=10)
+    assert list(blended[0]) != list(plain[0])
+    client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "state")))
+    body = client.get("/v1/items/1/related", params={"k": 10}).json()
+    assert ids(body) == [i for i in blended[0] if i]

@@ -23,7 +23,8 @@ def _same_pairs(a: dict, b: dict) -> bool:
 
 def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "test",
                    include_peers: bool = True,
-                   against: list[str | Path] | tuple = ()) -> dict:
+                   against: list[str | Path] | tuple = (),
+                   content_blend: float | None = None) -> dict:
     """Score the trained model (and peers); write evaluation/metrics.json and the manifest.
 
     ``against``: other run directories trained on the *same* prepared split (checked: the same
@@ -32,7 +33,7 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "te
     """
     from relrec.index.related import RelatedItems
 
-    model = RelatedItems.load(run_dir)
+    model = RelatedItems.load(run_dir, content_blend=content_blend)
     run = model.run
     segments = segment_pairs(run, split, config)
     systems = {"model": model}
@@ -61,6 +62,7 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "te
     result = {
         "split": split,
         "preset": run.manifest.get("train", {}).get("train_config", {}).get("preset"),
+        "rank": model.rank.model_dump(mode="json"),
         "relevance": "topic labels" if run.has_topics else "content similarity (no topics)",
         "systems": {name: evaluation.summary for name, evaluation in evaluations.items()},
         "paired_differences": {

@@ -114,15 +114,15 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
     evaluate_config = config.evaluate
     segments = segment_pairs(run, split, evaluate_config)
     systems: list[tuple[str, str, object, dict]] = []
-    mtmh = RelatedItems.load(run_dir, model_name=names["mtmh"])
+    mtmh = RelatedItems.load(run_dir, model_name=names["mtmh"], content_blend=0.0)
     systems.append((REFERENCE, "MTMH heads", _Head(mtmh, "engagement"), {"head": "engagement"}))
     systems.append(("MTMH relevance head", "MTMH heads", _Head(mtmh, "relevance"),
                     {"head": "relevance"}))
     for alpha in alphas:
         systems.append((f"MTMH α={alpha}", "MTMH α sweep", _Alpha(mtmh, alpha), {"alpha": alpha}))
-    mtsh = RelatedItems.load(run_dir, model_name=names["mtsh"])
+    mtsh = RelatedItems.load(run_dir, model_name=names["mtsh"], content_blend=0.0)
     systems.append(("MTSH (one head, multi-task)", "ablations", _Head(mtsh, None), {}))
-    stmh = RelatedItems.load(run_dir, model_name=names["stmh"])
+    stmh = RelatedItems.load(run_dir, model_name=names["stmh"], content_blend=0.0)
     systems.append(("STMH engagement head", "ablations", _Head(stmh, "engagement"), {}))
     systems.append(("STMH relevance head (no KL)", "ablations", _Head(stmh, "relevance"), {}))
     systems.append(("STMH α=0.5", "ablations", _Alpha(stmh, 0.5), {"alpha": 0.5}))

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from relrec.config import RankConfig
 from relrec.index.faiss_index import ItemIndex, choose_index_kind
 from relrec.model.tower import ItemTower
 from relrec.run import RunData
@@ -29,8 +30,12 @@ from relrec.run import RunData
 
 class RelatedItems:
     def __init__(self, run: RunData, embeddings: dict[str, np.ndarray], eligible: np.ndarray,
-                 index_kind: str = "exact", multihead: dict | None = None):
+                 index_kind: str = "exact", multihead: dict | None = None,
+                 rank: RankConfig | None = None):
         self.run = run
+        # content blend (relrec.rerank.blend): 0 = the model's own order
+        self.rank = rank or RankConfig()
+        self._blend_content = None
         self.multihead = multihead or {}
         self._reranker = None
         self.embeddings = embeddings  # head name -> (n_items, dim)
@@ -46,8 +51,12 @@ class RelatedItems:
 
     @classmethod
     def load(cls, run_dir: str | Path, index_kind: str | None = None,
-             model_name: str = "model") -> "RelatedItems":
+             model_name: str = "model", content_blend: float | None = None) -> "RelatedItems":
+        """``content_blend`` None = the run's ``[rank]`` config (set by ``relrec tune-blend``)."""
         run = RunData(run_dir)
+        rank = run.config.rank
+        if content_blend is not None:
+            rank = rank.model_copy(update={"content_blend": float(content_blend)})
         tower = ItemTower.load(run.run_dir / model_name)
         from relrec.train.content_inputs import attach_content
 
@@ -70,7 +79,7 @@ class RelatedItems:
         has_content = bool(tower.config.text_dim or tower.config.visual_dim)
         eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
         return cls(run, embeddings, eligible, index_kind or choose_index_kind(int(eligible.sum())),
-                   multihead=multihead)
+                   multihead=multihead, rank=rank)
 
     @property
     def head(self) -> str:
@@ -102,9 +111,27 @@ class RelatedItems:
             scores, indices, _, _ = quota_merge(engagement[1], engagement[0], relevance[1],
                                                 relevance[0], k, alpha)
             return scores, indices
+        blend = self.rank.content_blend if head is None else 0.0
         head = head or self.head
-        return self.indexes[head].search(self.embeddings[head][trigger_indices], k,
-                                         exclude=trigger_indices)
+        if blend <= 0:
+            return self.indexes[head].search(self.embeddings[head][trigger_indices], k,
+                                             exclude=trigger_indices)
+        from relrec.rerank.blend import rerank_by_blend
+
+        pool = max(self.rank.candidate_pool, k)
+        scores, candidates = self.indexes[head].search(self.embeddings[head][trigger_indices],
+                                                       pool, exclude=trigger_indices)
+        vectors, ok = self.blend_content()
+        return rerank_by_blend(scores, candidates, trigger_indices, vectors, ok, blend, k)
+
+    def blend_content(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unit content vectors of the blend's modalities (loaded once)."""
+        if self._blend_content is None:
+            from relrec.train.content_inputs import fused_content
+
+            vectors, ok, _ = fused_content(self.run, tuple(self.rank.blend_modalities))
+            self._blend_content = (vectors, ok)
+        return self._blend_content
 
     # -- α + CAViaR diversify: the entry point the HTTP service calls ----------------------
     def reranker(self):
@@ -118,13 +145,14 @@ class RelatedItems:
 
     @property
     def related(self):
-        """:meth:`related_lists` when α or diversify can change anything (two heads, or a
-        re-ranker in RUN_DIR/rerank); None otherwise, so a caller that probes for it (the HTTP
-        service) keeps its plain path and its "alpha ignored" note for single-head models."""
+        """:meth:`related_lists` when α, diversify or a content blend can change anything (two
+        heads, a re-ranker in RUN_DIR/rerank, ``rank.content_blend > 0``); None otherwise, so a
+        caller that probes for it (the HTTP service) keeps its plain path and its "alpha
+        ignored" note for single-head models."""
         override = self.__dict__.get("_related_override")
         if override is not None:
             return override
-        if self.two_heads or self.reranker() is not None:
+        if self.two_heads or self.reranker() is not None or self.rank.content_blend > 0:
             return self.related_lists
         return None
 

@@ -158,9 +158,12 @@ def stage_bundle(run_dir: str | Path, state_dir: str | Path,
             sealed = True
         else:
             expected = recorded.get("files", {})
+            # optional files that appeared after sealing (lists exported, content embedded for
+            # a content blend) are new, not corrupt: hashed now, recorded below
+            appeared = {name for name in hashes if name not in expected
+                        and (name == PRECOMPUTED_STAGED or name in OPTIONAL_FILES)}
             for name, digest in hashes.items():
-                if name == PRECOMPUTED_STAGED and name not in expected:
-                    # lists exported after sealing: hashed now, recorded below
+                if name in appeared:
                     continue
                 if expected.get(name) != digest:
                     raise BundleError(
@@ -170,9 +173,12 @@ def stage_bundle(run_dir: str | Path, state_dir: str | Path,
             missing = sorted(set(expected) - set(hashes) - {PRECOMPUTED_STAGED})
             if missing:
                 raise BundleError(f"{run_dir}: bundle files missing: {', '.join(missing)}")
+            updates = {name: hashes[name] for name in appeared}
             if PRECOMPUTED_STAGED in hashes and expected.get(PRECOMPUTED_STAGED) != \
                     hashes[PRECOMPUTED_STAGED]:
-                recorded["files"] = dict(expected, **{PRECOMPUTED_STAGED: hashes[PRECOMPUTED_STAGED]})
+                updates[PRECOMPUTED_STAGED] = hashes[PRECOMPUTED_STAGED]
+            if updates:
+                recorded["files"] = dict(expected, **updates)
                 try:
                     atomic_write_json(manifest_path, dict(recorded, version=bundle_version(
                         recorded["files"])))

@@ -420,7 +420,9 @@ class ServedModel:
             if len(indices) == k or complete:
                 return Ranked(triggers, indices, scores, "precomputed", notes)
             notes.append("precomputed list too short after filters; index used")
-        if single and hook is not None and trigger < self.n_items and (alpha is not None or diversify):
+        blend = getattr(getattr(self.related, "rank", None), "content_blend", 0.0)
+        if single and hook is not None and trigger < self.n_items and (
+                alpha is not None or diversify or blend > 0):  # blend: relrec.rerank.blend
             scores, indices, *extra = hook(np.asarray([trigger]), fetch, alpha=alpha,
                                            diversify=diversify)
             for note in (extra[0] if extra else None) or []:

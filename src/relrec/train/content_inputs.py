@@ -38,3 +38,26 @@ def attach_content(tower: ItemTower, run: RunData) -> None:
                 raise RunDirError(f"{run.run_dir}: the model uses {modality} content but "
                                   f"content/{modality}.npy is missing; run `relrec embed`")
             tower.set_content(modality, *loaded)
+
+
+def fused_content(run: RunData, modalities=("text", "visual")) -> tuple[np.ndarray, np.ndarray,
+                                                                        list[str]]:
+    """One content vector per item (the MTMH teacher, the serving blend):
+    normalise(normalise(text) ⊕ normalise(visual)), and a mask of items with at least one
+    modality. Missing modalities of an item are zeros."""
+    parts, masks, used = [], [], []
+    for modality in modalities:
+        loaded = load_content(run, modality)
+        if loaded is None or not loaded[1].any():
+            continue
+        vectors, ok = loaded
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        parts.append(np.where(ok[:, None], vectors, 0.0))
+        masks.append(ok)
+        used.append(modality)
+    if not parts:
+        raise FileNotFoundError(f"{run.run_dir}: no {'/'.join(modalities)} content vectors "
+                                "(run `relrec embed`)")
+    fused = np.concatenate(parts, axis=1)
+    fused /= np.maximum(np.linalg.norm(fused, axis=1, keepdims=True), 1e-12)
+    return fused.astype(np.float32), np.logical_or.reduce(masks), used

@@ -41,7 +41,7 @@ from relrec.manifest import atomic_write_json
 from relrec.model.losses import sampled_softmax_loss
 from relrec.model.tower import ItemTower
 from relrec.run import RunData
-from relrec.train.content_inputs import load_content
+from relrec.train.content_inputs import fused_content
 from relrec.train.trainer import Trainer, item_embeddings
 
 ENGAGEMENT, RELEVANCE = "engagement", "relevance"
@@ -52,27 +52,6 @@ VARIANTS = {
     "mtsh": (["main"], {"main"}, set()),
 }
 HEADS_FILE = "multihead.json"
-
-
-def fused_content(run: RunData, modalities=("text", "visual")) -> tuple[np.ndarray, np.ndarray,
-                                                                        list[str]]:
-    """The teacher's item vectors: normalise(normalise(text) ⊕ normalise(visual)), and a mask
-    of items with at least one modality. Missing modalities of an item are zeros."""
-    parts, masks, used = [], [], []
-    for modality in modalities:
-        loaded = load_content(run, modality)
-        if loaded is None or not loaded[1].any():
-            continue
-        vectors, ok = loaded
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        parts.append(np.where(ok[:, None], vectors, 0.0))
-        masks.append(ok)
-        used.append(modality)
-    if not parts:
-        raise FileNotFoundError("the MTMH teacher needs content vectors (run `relrec embed`)")
-    fused = np.concatenate(parts, axis=1)
-    fused /= np.maximum(np.linalg.norm(fused, axis=1, keepdims=True), 1e-12)
-    return fused.astype(np.float32), np.logical_or.reduce(masks), used
 
 
 def masked_distillation_kl(trigger_vectors: torch.Tensor, candidate_vectors: torch.Tensor,

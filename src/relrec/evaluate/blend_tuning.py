@@ -1,0 +1,96 @@
+"""``relrec tune-blend``: choose the content-blend weight on the validation period.
+
+Every weight of a grid re-ranks the same model's candidates (:mod:`relrec.rerank.blend`) and is
+scored on the validation pairs. Rule (recorded with the choice):
+
+* with topic labels: the weight with the highest validation topic match@10 among those whose
+  validation recall@10 is at least the model's own (weight 0) — relevance without giving up
+  engagement;
+* without topic labels: the weight with the highest validation recall@10 (content similarity
+  cannot judge a blend of content similarity).
+
+The choice is written into the run's configuration (``[rank]`` in the manifest), so evaluate,
+export, recommend and serve all rank with it; the grid goes to the manifest's
+``rank_tuning``. The test period is never read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from relrec.config import RankConfig, RunConfig
+from relrec.evaluate.evaluation import evaluate_system, segment_pairs
+from relrec.manifest import read_manifest, update_manifest
+from relrec.run import RunData
+
+DEFAULT_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
+
+
+def tune_content_blend(run_dir: str | Path, config: RunConfig,
+                       weights=DEFAULT_WEIGHTS, modalities=("text",),
+                       apply: bool = True) -> dict:
+    from relrec.index.related import RelatedItems
+
+    weights = sorted({0.0, *[float(w) for w in weights]})
+    if any(w < 0 for w in weights):
+        raise ValueError("content blend weights must be >= 0")
+    model = RelatedItems.load(run_dir, content_blend=0.0)
+    run = model.run
+    base_rank = model.rank.model_copy(update={"blend_modalities": list(modalities)})
+    segments = segment_pairs(run, "valid", config.evaluate)
+    relevance = "topic_match_rate@10" if run.has_topics else None
+    rows = []
+    for weight in weights:
+        model.rank = base_rank.model_copy(update={"content_blend": weight})
+        evaluation = evaluate_system(run, model, f"blend {weight}", config.evaluate, "valid",
+                                     segments)
+        summary = evaluation.summary["all"]
+        rows.append({"content_blend": weight,
+                     **{metric: summary[metric] for metric in
+                        ("recall@10", "recall@50", "topic_match_rate@10", "popular_share@10")
+                        if metric in summary}})
+    base_recall = rows[0]["recall@10"]["value"]
+    if relevance:
+        eligible = [r for r in rows if r["recall@10"]["value"] >= base_recall]
+        chosen = max(eligible, key=lambda r: (r[relevance]["value"], -r["content_blend"]))
+        rule = ("highest validation topic match@10 among weights whose validation recall@10 "
+                f"is at least the model's own ({base_recall:.4f})")
+    else:
+        chosen = max(rows, key=lambda r: (r["recall@10"]["value"], -r["content_blend"]))
+        rule = "highest validation recall@10 (no topic labels to judge relevance)"
+    rank = base_rank.model_copy(update={"content_blend": chosen["content_blend"]})
+    result = {"split": "valid", "modalities": list(modalities), "rows": rows, "rule": rule,
+              "chosen": chosen["content_blend"], "applied": apply}
+    if apply:
+        recorded = dict(read_manifest(run_dir)["config"])
+        recorded["rank"] = RankConfig.model_validate(rank.model_dump()).model_dump(mode="json")
+        update_manifest(run_dir, "config", recorded)
+    update_manifest(run_dir, "rank_tuning", result)
+    return result
+
+
+def set_rank_after_training(run_dir: str | Path, config: RunConfig, preset: str,
+                            explicit_rank: bool) -> str:
+    """The ranking a fresh model is served with, recorded in the run's configuration.
+
+    An explicit ``[rank]`` section wins; the ``balanced`` preset tunes the content blend on
+    validation (it is part of that operating point, RESULTS.md); every other preset ranks by
+    the model alone — so a blend tuned for an earlier model never carries over silently.
+    Returns a one-line description.
+    """
+    from relrec.train.content_inputs import load_content
+
+    if explicit_rank:
+        rank = config.rank
+        description = f"rank: content blend {rank.content_blend:g} (from the config)"
+    elif preset == "balanced" and load_content(RunData(run_dir), "text") is not None:
+        result = tune_content_blend(run_dir, config, apply=True)
+        return (f"rank: content blend {result['chosen']:g}, chosen on validation "
+                f"({result['rule']})")
+    else:
+        rank = RankConfig()
+        description = "rank: model scores alone (content blend 0)"
+    recorded = dict(read_manifest(run_dir)["config"])
+    recorded["rank"] = rank.model_dump(mode="json")
+    update_manifest(run_dir, "config", recorded)
+    return description
