@@ -4,7 +4,9 @@ command line) win over it.
 * ``cf``       ID only, ``L_co`` (the baseline two-tower).
 * ``mtl``      + semantic task (eq. 4-5): per-pair weight ``w_co + w_sem·I(sem)``, 1:500.
 * ``full``     the paper's recipe: MTL + text + visual + OPC.
-* ``balanced`` our recommended operating point (see RESULTS.md for how it was chosen).
+* ``balanced`` our recommended operating point (see RESULTS.md for how it was chosen):
+                CF + text + visual + logQ; ``relrec train`` then tunes the content blend of
+                the ranking on validation (:mod:`relrec.evaluate.blend_tuning`).
 * ``mtmh``     two heads (engagement, relevance) with content distillation.
 """
 
