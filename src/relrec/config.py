@@ -86,7 +86,10 @@ class TrainConfig(_Section):
 
 
 class RankConfig(_Section):
-    """How lists are ranked from a trained model (used by evaluate, export, recommend, serve)."""
+    """How lists are ranked from a trained single-head model (evaluate, export, recommend and
+    single-trigger requests of serve). Not blended: two-head (MTMH) models (they mix relevance
+    with alpha), session requests (several triggers) and, while items added at run time exist,
+    served lists (noted in the response)."""
     content_blend: float = Field(
         0.0, ge=0.0, description="weight of the standardised content cosine added to the "
         "standardised model score over the candidate pool (0 = the model alone); "

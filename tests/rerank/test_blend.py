@@ -36,12 +36,34 @@ def test_padding_stays_last_and_weight_zero_keeps_the_model_order():
     assert order[0, 0] == 3 and order[0, -1] == -1
 
 
-def test_items_without_content_get_no_content_bonus():
-    vectors = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
-    ok = np.array([True, False, True])  # item 1 looks like the trigger but has no content
-    _, order = rerank_by_blend(np.array([[1.0, 1.0]]), np.array([[2, 1]]), np.array([0]),
-                               vectors, ok, 5.0, 2)
-    assert order.tolist() == [[2, 1]]  # equal model scores, no content either way: order kept
+def test_items_without_content_are_neither_promoted_nor_demoted():
+    """A candidate without content gets the row's mean content term (z = 0): the model's top
+    item keeps its lead over a candidate whose content is only slightly above average."""
+    vectors = np.array([[1, 0], [0, 0], [0.9, 0.436], [0.1, 0.995]], dtype=np.float32)
+    ok = np.array([True, False, True, True])  # item 1 has no content
+    _, order = rerank_by_blend(np.array([[3.0, 2.0, 1.0]]), np.array([[1, 2, 3]]),
+                               np.array([0]), vectors, ok, 1.0, 3)
+    assert order.tolist() == [[1, 2, 3]]
+    # and content still decides between the items that have it
+    _, order = rerank_by_blend(np.array([[3.0, 1.0, 1.1]]), np.array([[1, 2, 3]]),
+                               np.array([0]), vectors, ok, 1.0, 3)
+    assert order[0, 1:].tolist() == [2, 3]
+
+
+def test_the_top_of_a_list_does_not_depend_on_k():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(20, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ok = np.ones(20, bool)
+    candidates = np.array([[5, 6, 7, 8, 9, 10, 11, 12]])
+    scores = np.linspace(2, 1, 8)[None, :]
+    _, short = rerank_by_blend(scores[:, :4], candidates[:, :4], np.array([0]), vectors, ok,
+                               2.0, 3, pool=4)
+    scored, long = rerank_by_blend(scores, candidates, np.array([0]), vectors, ok, 2.0, 8,
+                                   pool=4)
+    assert long[0, :3].tolist() == short[0].tolist()
+    assert long[0, 4:].tolist() == [9, 10, 11, 12]  # beyond the pool: the model's order
+    assert np.all(np.diff(scored[0]) <= 0)
 
 
 def test_negative_weight_is_refused():

@@ -183,6 +183,9 @@ def test_a_tuned_content_blend_is_what_the_service_serves(run_copy, tmp_path, ma
     blended, _ = RelatedItems.load(run_copy).similar_items(["1"], k=10)
     plain, _ = RelatedItems.load(run_copy, content_blend=0.0).similar_items(["1"], k=10)
     assert list(blended[0]) != list(plain[0])
+    # lists exported before the blend was tuned must not be served as if they were current
+    RelatedItems.load(run_copy, content_blend=0.0).export(
+        run_copy / "export" / "related.parquet", 20)
     client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "state")))
     body = client.get("/v1/items/1/related", params={"k": 10}).json()
-    assert ids(body) == [i for i in blended[0] if i]
+    assert ids(body) == [i for i in blended[0] if i] and body["mode"] == "index"

@@ -10,8 +10,9 @@ scored on the validation pairs. Rule (recorded with the choice):
   cannot judge a blend of content similarity).
 
 The choice is written into the run's configuration (``[rank]`` in the manifest), so evaluate,
-export, recommend and serve all rank with it; the grid goes to the manifest's
-``rank_tuning``. The test period is never read.
+export, recommend and serve rank with it (see :class:`relrec.config.RankConfig` for what is
+not blended; lists exported with another blend are not served); the grid goes to the
+manifest's ``rank_tuning``. The test period is never read.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def tune_content_blend(run_dir: str | Path, config: RunConfig,
     if any(w < 0 for w in weights):
         raise ValueError("content blend weights must be >= 0")
     model = RelatedItems.load(run_dir, content_blend=0.0)
+    if model.two_heads:
+        raise ValueError(f"{run_dir}: a two-head (MTMH) model mixes relevance with --alpha; "
+                         "the content blend is for single-head models")
     run = model.run
     base_rank = model.rank.model_copy(update={"blend_modalities": list(modalities)})
     segments = segment_pairs(run, "valid", config.evaluate)
@@ -75,8 +79,9 @@ def set_rank_after_training(run_dir: str | Path, config: RunConfig, preset: str,
 
     An explicit ``[rank]`` section wins; the ``balanced`` preset tunes the content blend on
     validation (it is part of that operating point, RESULTS.md); every other preset ranks by
-    the model alone — so a blend tuned for an earlier model never carries over silently.
-    Returns a one-line description.
+    the model alone — so a blend tuned for an earlier model does not carry over. Called by
+    ``relrec train`` and the torchrun entry point; library callers of ``train_run`` call it
+    themselves. Returns a one-line description.
     """
     from relrec.train.content_inputs import load_content
 

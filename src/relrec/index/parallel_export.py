@@ -35,7 +35,7 @@ def _chunk_table(related, chunk: np.ndarray, k: int, head: str | None) -> pa.Tab
         "item": pa.array(related.run.item_ids[indices[valid]].astype(str)),
         "rank": pa.array(ranks[valid]),
         "score": pa.array(scores[valid]),
-    }, schema=SCHEMA)
+    }, schema=SCHEMA.with_metadata(related.ranking_metadata(head)))
 
 
 def export_parallel(related, directory: str | Path, k: int, *, chunk_size: int = 4096,

@@ -78,8 +78,18 @@ class RelatedItems:
                     np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         has_content = bool(tower.config.text_dim or tower.config.visual_dim)
         eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
-        return cls(run, embeddings, eligible, index_kind or choose_index_kind(int(eligible.sum())),
-                   multihead=multihead, rank=rank)
+        related = cls(run, embeddings, eligible,
+                      index_kind or choose_index_kind(int(eligible.sum())),
+                      multihead=multihead, rank=rank)
+        if rank.content_blend > 0:
+            if related.two_heads:
+                if content_blend is not None:
+                    raise ValueError("the content blend applies to single-head models; a "
+                                     "two-head (MTMH) model mixes relevance with --alpha")
+                related.rank = rank.model_copy(update={"content_blend": 0.0})
+            else:
+                related.blend_content()  # missing content fails here, not on a request
+        return related
 
     @property
     def head(self) -> str:
@@ -118,11 +128,22 @@ class RelatedItems:
                                              exclude=trigger_indices)
         from relrec.rerank.blend import rerank_by_blend
 
-        pool = max(self.rank.candidate_pool, k)
+        pool = self.rank.candidate_pool
         scores, candidates = self.indexes[head].search(self.embeddings[head][trigger_indices],
-                                                       pool, exclude=trigger_indices)
+                                                       max(pool, k), exclude=trigger_indices)
         vectors, ok = self.blend_content()
-        return rerank_by_blend(scores, candidates, trigger_indices, vectors, ok, blend, k)
+        return rerank_by_blend(scores, candidates, trigger_indices, vectors, ok, blend, k,
+                               pool=pool)
+
+    def ranking_metadata(self, head: str | None = None) -> dict[bytes, bytes]:
+        """Parquet schema metadata of an export: the ranking it was made with, so a server can
+        tell lists made before a `relrec tune-blend` from current ones."""
+        import json
+
+        blend = self.rank.content_blend if head is None and not self.two_heads else 0.0
+        return {b"relrec_rank": json.dumps(
+            self.rank.model_copy(update={"content_blend": blend}).model_dump(mode="json")
+        ).encode()}
 
     def blend_content(self) -> tuple[np.ndarray, np.ndarray]:
         """Unit content vectors of the blend's modalities (loaded once)."""
@@ -212,7 +233,8 @@ class RelatedItems:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
         schema = pa.schema([("trigger", pa.string()), ("item", pa.string()),
-                            ("rank", pa.int32()), ("score", pa.float32())])
+                            ("rank", pa.int32()), ("score", pa.float32())],
+                           metadata=self.ranking_metadata(head))
         triggers = np.flatnonzero(self.eligible)
         rows = 0
         with pq.ParquetWriter(str(temporary), schema) as writer:

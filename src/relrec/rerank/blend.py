@@ -10,58 +10,88 @@ deviation 1), so ``w`` is scale-free: the same weight means the same trade-off w
 model's score scale (raw inner products, cosines, logQ-shifted logits). ``w = 0`` is the model
 alone. The candidate set never grows, so the blend changes the order of what the model already
 retrieves (engagement stays the gate) and costs one small batched dot product per trigger.
+Candidates beyond the pool (``k`` larger than the pool) follow in the model's order, so the
+top of a list never depends on ``k``.
 
 Content vectors come from ``relrec embed`` (title + description + tags, posters); evaluation
-topics never enter them. Pairs where either side has no content get content similarity 0.
+topics never enter them. A pair where either side has no content gets the row's mean content
+term (z = 0): neither a bonus nor a penalty.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+# triggers per block: bounds the (block × pool × dim) gather of candidate content vectors
+BLOCK_TRIGGERS = 256
 
-def standardize_rows(scores: np.ndarray) -> np.ndarray:
-    """Per row: (x − mean) / std over the finite entries; −inf (padding) stays −inf and a row
-    with no spread becomes 0."""
+
+def standardize_rows(scores: np.ndarray, usable: np.ndarray | None = None) -> np.ndarray:
+    """Per row: (x − mean) / std over the usable finite entries. Non-finite entries (−inf
+    padding) stay −inf; usable=False entries and rows with no spread become 0."""
     scores = np.asarray(scores, dtype=np.float64)
     finite = np.isfinite(scores)
-    count = np.maximum(finite.sum(axis=1, keepdims=True), 1)
-    values = np.where(finite, scores, 0.0)
+    counted = finite if usable is None else finite & usable
+    count = np.maximum(counted.sum(axis=1, keepdims=True), 1)
+    values = np.where(counted, scores, 0.0)
     mean = values.sum(axis=1, keepdims=True) / count
-    spread = np.sqrt((np.where(finite, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True)
+    spread = np.sqrt((np.where(counted, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True)
                      / count)
-    standardized = np.where(spread > 1e-12, (values - mean) / np.maximum(spread, 1e-12), 0.0)
+    standardized = np.where(counted & (spread > 1e-12),
+                            (values - mean) / np.maximum(spread, 1e-12), 0.0)
     return np.where(finite, standardized, -np.inf)
 
 
 def content_similarity(triggers: np.ndarray, candidates: np.ndarray, vectors: np.ndarray,
-                       ok: np.ndarray) -> np.ndarray:
-    """cos(content_t, content_c) for each (trigger row, candidate column); 0 where either item
-    has no content or the candidate is padding (−1). ``vectors`` are unit rows."""
+                       ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cos(content_t, content_c), usable) per (trigger row, candidate column); usable is
+    False where either item has no content or the candidate is padding (−1)."""
     safe = np.maximum(candidates, 0)
     similarity = np.einsum("td,tkd->tk", vectors[triggers], vectors[safe])
     usable = ok[triggers][:, None] & ok[safe] & (candidates >= 0)
-    return np.where(usable, similarity, 0.0)
+    return np.where(usable, similarity, 0.0), usable
 
 
-def blend_scores(model_scores: np.ndarray, similarity: np.ndarray, weight: float) -> np.ndarray:
+def blend_scores(model_scores: np.ndarray, similarity: np.ndarray, weight: float,
+                 usable: np.ndarray | None = None) -> np.ndarray:
     """``z(model) + weight · z(similarity)`` per row (see the module docstring)."""
     if weight < 0:
         raise ValueError("content blend weight must be >= 0")
     blended = standardize_rows(model_scores)
     if weight > 0:
         finite = np.isfinite(blended)
-        similarity = np.where(finite, similarity, -np.inf)
-        blended = np.where(finite, blended + weight * standardize_rows(similarity), -np.inf)
+        usable = finite if usable is None else usable & finite
+        content = np.where(finite, standardize_rows(np.where(finite, similarity, -np.inf),
+                                                    usable), 0.0)
+        blended = np.where(finite, blended + weight * content, -np.inf)
     return blended
 
 
 def rerank_by_blend(model_scores: np.ndarray, candidates: np.ndarray, triggers: np.ndarray,
-                    vectors: np.ndarray, ok: np.ndarray, weight: float, k: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` of each row of ``candidates`` by the blended score: (scores, item indices)."""
-    blended = blend_scores(model_scores, content_similarity(triggers, candidates, vectors, ok),
-                           weight)
-    order = np.argsort(-blended, axis=1, kind="stable")[:, :k]
-    return (np.take_along_axis(blended, order, axis=1).astype(np.float32),
-            np.take_along_axis(candidates, order, axis=1))
+                    vectors: np.ndarray, ok: np.ndarray, weight: float, k: int,
+                    pool: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` of each row by the blended score over the first ``pool`` columns, then the
+    remaining columns in the model's order: (scores, item indices)."""
+    pool = candidates.shape[1] if pool is None else min(pool, candidates.shape[1])
+    out_scores, out_items = [], []
+    for start in range(0, len(triggers), BLOCK_TRIGGERS):
+        rows = slice(start, start + BLOCK_TRIGGERS)
+        head_items = candidates[rows, :pool]
+        similarity, usable = content_similarity(triggers[rows], head_items, vectors, ok)
+        blended = blend_scores(model_scores[rows, :pool], similarity, weight, usable)
+        order = np.argsort(-blended, axis=1, kind="stable")
+        scores = np.take_along_axis(blended, order, axis=1)
+        items = np.take_along_axis(head_items, order, axis=1)
+        if candidates.shape[1] > pool:  # beyond the pool: model order, below every blended
+            tail_items = candidates[rows, pool:]
+            floor = np.nanmin(np.where(np.isfinite(scores), scores, np.nan), axis=1,
+                              initial=0.0, keepdims=True) if scores.size else np.zeros((0, 1))
+            tail = floor - 1.0 - np.arange(tail_items.shape[1])[None, :]
+            tail = np.where(tail_items >= 0, tail, -np.inf)
+            scores = np.concatenate([scores, tail], axis=1)
+            items = np.concatenate([items, tail_items], axis=1)
+        out_scores.append(scores[:, :k].astype(np.float32))
+        out_items.append(items[:, :k])
+    if not out_scores:
+        return (np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
+    return np.concatenate(out_scores), np.concatenate(out_items)

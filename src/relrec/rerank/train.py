@@ -77,7 +77,8 @@ def train_reranker(run_dir: str | Path, *, model_name: str = "model", slate_size
 
     started = time.perf_counter()
     run = RunData(run_dir)
-    system = RelatedItems.load(run_dir, model_name=model_name)
+    # the re-ranker learns on the model's own scores (what caviar_eval scores it with)
+    system = RelatedItems.load(run_dir, model_name=model_name, content_blend=0.0)
     loaded = load_content(run, "text")
     if loaded is not None:
         content, ok = loaded

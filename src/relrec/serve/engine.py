@@ -146,6 +146,7 @@ class ServedModel:
         self.n_eligible = int(self.eligible.sum())
         self._load_pairs()
         self._load_text_vectors()
+        self.precomputed_note: str | None = None
         self._load_precomputed()
         self.extras = ExtraItems()
         self.has_reranker = (staged.source / "rerank").is_dir()
@@ -195,6 +196,21 @@ class ServedModel:
         self.pre_k = 0
         if self.staged.precomputed is None:
             return
+        import json
+
+        import pyarrow.parquet as pq
+
+        metadata = pq.read_schema(self.staged.precomputed).metadata or {}
+        made_with = json.loads(metadata.get(b"relrec_rank", b'{"content_blend": 0.0}'))
+        current = getattr(getattr(self.related, "rank", None), "content_blend", 0.0)
+        if float(made_with.get("content_blend", 0.0)) != float(current) and not self.two_heads:
+            # exported before (or after) a `relrec tune-blend`: serving them would mix rankings
+            log.warning("%s: precomputed lists were made with content blend %s, the run ranks "
+                        "with %s: ignored (export again)", self.name,
+                        made_with.get("content_blend"), current)
+            self.precomputed_note = ("precomputed lists ignored: made with another content "
+                                     "blend; export again")
+            return
         frame = pd.read_parquet(self.staged.precomputed, columns=["trigger", "item", "rank", "score"])
         lookup = pd.Series(np.arange(self.n_items), index=self.run.item_ids.astype(str))
         trigger = lookup.reindex(frame["trigger"].astype(str)).to_numpy()
@@ -236,7 +252,7 @@ class ServedModel:
                 "two_heads": self.two_heads, "n_items": self.n_items,
                 "n_candidates": self.n_eligible + len(self.extras),
                 "n_added_items": len(self.extras),
-                "precomputed_k": self.pre_k,
+                "precomputed_k": self.pre_k, "precomputed_note": self.precomputed_note,
                 "text_input": bool(config.text_dim), "visual_input": bool(config.visual_dim),
                 "reranker": self.has_reranker}
 
@@ -421,6 +437,11 @@ class ServedModel:
                 return Ranked(triggers, indices, scores, "precomputed", notes)
             notes.append("precomputed list too short after filters; index used")
         blend = getattr(getattr(self.related, "rank", None), "content_blend", 0.0)
+        if blend > 0 and len(self.extras) and not (alpha is not None or diversify):
+            # run-time items have model scores only; a blended list could not place them
+            notes.append("content blend not applied: items added at run time are ranked by "
+                         "the model score")
+            blend = 0.0
         if single and hook is not None and trigger < self.n_items and (
                 alpha is not None or diversify or blend > 0):  # blend: relrec.rerank.blend
             scores, indices, *extra = hook(np.asarray([trigger]), fetch, alpha=alpha,

@@ -247,6 +247,11 @@ def main(argv: list[str] | None = None) -> None:
         config.train = resolve_train_config(config.train, args.preset, overrides)
         summary = train_run_distributed(args.run_dir, config, progress=not args.no_progress)
         if dist.get_rank() == 0:
+            from relrec.evaluate.blend_tuning import set_rank_after_training
+
+            print(set_rank_after_training(
+                args.run_dir, config, config.train.preset,
+                explicit_rank=args.config is not None and "rank" in config.model_fields_set))
             print(f"trained preset {config.train.preset} on {dist.get_world_size()} processes: "
                   f"best epoch {summary['best_epoch']}, validation recall@"
                   f"{summary['early_stopping_k']} {summary['best_valid_recall']:.4f} "
