@@ -60,7 +60,11 @@ def _config(**overrides) -> TrainConfig:
 def _single_process(dtype, logq: bool, id_dropout: float, sparse: bool = False) -> dict:
     tower = _tower(dtype, id_dropout)
     trainer = Trainer(_config(sparse_id_gradients=sparse), "unused", progress=False)
-    optimizer = trainer._optimizer(tower)
+    return _train_steps(trainer, tower, trainer._optimizer(tower), dtype, logq)
+
+
+def _train_steps(trainer, tower, optimizer, dtype, logq: bool) -> dict:
+    """The fixed global batches through ``trainer.batch_loss``; the trained state."""
     log_q = _log_q_table(dtype) if logq else None
     for triggers, candidates, weights in _batches():
         loss = trainer.batch_loss(tower, triggers, candidates, weights.to(dtype), log_q)
@@ -92,13 +96,7 @@ def _worker(rank: int, port: int, out: str) -> None:
                                          progress=False)
             optimizer = trainer._optimizer(tower)  # fixes the gradient layout before the wrap
             trainer.ddp_module = wrap_ddp(tower)
-            log_q = _log_q_table(dtype) if logq else None
-            for triggers, candidates, weights in _batches():
-                loss = trainer.batch_loss(tower, triggers, candidates, weights.to(dtype), log_q)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            torch.save({k: v.detach().clone() for k, v in tower.state_dict().items()},
+            torch.save(_train_steps(trainer, tower, optimizer, dtype, logq),
                        Path(out) / f"case{case}_rank{rank}.pt")
     finally:
         dist.destroy_process_group()
