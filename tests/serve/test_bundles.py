@@ -46,6 +46,31 @@ def test_bundle_manifest_records_hashes_and_version(run_copy, tmp_path):
         stage_bundle(run_copy, tmp_path / "state")
 
 
+def test_reexported_lists_and_new_content_are_accepted_truncated_lists_refused(run_copy,
+                                                                              tmp_path):
+    import numpy as np
+
+    from relrec.content.stage import write_content
+    from relrec.index.related import RelatedItems
+    from relrec.run import RunData
+
+    (run_copy / "model" / "bundle.json").unlink(missing_ok=True)
+    export = run_copy / "export" / "related.parquet"
+    RelatedItems.load(run_copy).export(export, 20)
+    stage_bundle(run_copy, tmp_path / "state")  # sealed with these lists
+    RelatedItems.load(run_copy).export(export, 10)  # exported again, e.g. after tune-blend
+    run = RunData(run_copy)  # content embedded after sealing (for a content blend)
+    write_content(run, "text", np.ones((run.n_items, 4), np.float32), source="test")
+    staged = stage_bundle(run_copy, tmp_path / "state")
+    assert "precomputed lists changed since sealing (re-exported)" in staged.notes
+    recorded = json.loads((run_copy / "model" / "bundle.json").read_text())["files"]
+    assert recorded["export/related.parquet"] == staged.hashes["export/related.parquet"]
+    assert "content/text.npy" in recorded
+    truncate(export)
+    with pytest.raises(BundleError, match="related.parquet does not match"):
+        stage_bundle(run_copy, tmp_path / "state")
+
+
 def test_reload_swaps_and_a_corrupt_bundle_is_refused_while_the_old_serves(
         run_copy, serve_runs, make_settings, tmp_path, caplog):
     client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "state")),

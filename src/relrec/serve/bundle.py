@@ -51,6 +51,19 @@ PRECOMPUTED_STAGED = "export/related.parquet"
 UNHASHED = {"manifest.json"}
 
 
+def _complete_export(path: Path) -> bool:
+    """An exported list file whose Parquet footer and columns read back (a truncated or
+    overwritten file does not)."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+        pq.read_metadata(path)
+    except Exception:  # noqa: BLE001 - any parse failure means "not a complete export"
+        return False
+    return {"trigger", "item", "rank", "score"} <= set(schema.names)
+
+
 class BundleError(RelrecError):
     """A bundle that must not be served (missing, corrupt, truncated, unloadable)."""
 
@@ -164,6 +177,13 @@ def stage_bundle(run_dir: str | Path, state_dir: str | Path,
                         and (name == PRECOMPUTED_STAGED or name in OPTIONAL_FILES)}
             for name, digest in hashes.items():
                 if name in appeared:
+                    continue
+                if name == PRECOMPUTED_STAGED and expected.get(name) != digest \
+                        and _complete_export(staging / name):
+                    # lists exported again (e.g. after `relrec tune-blend`): derived data that
+                    # parses completely is a re-export, not corruption
+                    appeared.add(name)
+                    notes.append("precomputed lists changed since sealing (re-exported)")
                     continue
                 if expected.get(name) != digest:
                     raise BundleError(
