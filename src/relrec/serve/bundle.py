@@ -13,7 +13,10 @@ Loading (see :func:`stage_bundle`):
    directory (a retrain, a truncated or corrupted file) cannot reach the loaded or the last good
    bundle (a hard link would share a damaged inode);
 2. the staged files are hashed and compared with ``bundle.json``. A mismatch while the training
-   fingerprint is unchanged means a corrupt or truncated file: the bundle is refused. When the
+   fingerprint is unchanged means a corrupt or truncated file: the bundle is refused — except
+   for derived files that legitimately change without a retrain: optional files that appear
+   after sealing (content embedded later, lists exported later) and exported lists written
+   again that parse completely; those are recorded anew with a note. When the
    run was retrained (fingerprint changed) or has no ``bundle.json`` yet, the manifest is
    (re)written from the files — the bundle is *sealed*;
 3. the caller loads the model from the staging folder; only if that works is the snapshot
