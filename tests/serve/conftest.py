@@ -88,6 +88,20 @@ def exported(serve_runs, tmp_path_factory):
     return path
 
 
+def _publish(new_run: Path, run_dir: Path) -> None:
+    """What a retrain leaves behind: new weights and manifest, each replaced atomically."""
+    for relative in ("model/tower_config.json", "model/weights.safetensors", "manifest.json"):
+        temporary = run_dir / f"{relative}.publish-tmp"
+        shutil.copyfile(new_run / relative, temporary)
+        temporary.replace(run_dir / relative)
+
+
+@pytest.fixture(scope="session")
+def publish():
+    """``publish(new_run, run_dir)``: simulate a retrain of ``run_dir`` into ``new_run``'s model."""
+    return _publish
+
+
 def copy_run(run_dir: Path, target: Path) -> Path:
     shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("serve_state"))
     return target

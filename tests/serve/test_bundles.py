@@ -2,7 +2,6 @@
 
 import json
 import logging
-import shutil
 import time
 
 import pytest
@@ -13,13 +12,6 @@ from relrec.serve.bundle import BundleError, stage_bundle
 
 AUTH = {"Authorization": "Bearer test-token-123"}
 
-
-def publish(new_run, run_dir):
-    """What a retrain leaves behind: new weights and manifest, each replaced atomically."""
-    for relative in ("model/tower_config.json", "model/weights.safetensors", "manifest.json"):
-        temporary = run_dir / f"{relative}.publish-tmp"
-        shutil.copyfile(new_run / relative, temporary)
-        temporary.replace(run_dir / relative)
 
 
 def truncate(path):
@@ -72,7 +64,7 @@ def test_reexported_lists_and_new_content_are_accepted_truncated_lists_refused(r
 
 
 def test_reload_swaps_and_a_corrupt_bundle_is_refused_while_the_old_serves(
-        run_copy, serve_runs, make_settings, tmp_path, caplog):
+        run_copy, serve_runs, make_settings, tmp_path, caplog, publish):
     client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "state")),
                         raise_server_exceptions=False)
     first = version(client)
@@ -124,7 +116,8 @@ def test_restart_falls_back_to_the_last_good_bundle(run_copy, make_settings, tmp
         create_app(make_settings(run_copy, state_dir=tmp_path / "fresh-state"))
 
 
-def test_watched_bundle_reloads_by_itself(run_copy, serve_runs, make_settings, tmp_path):
+def test_watched_bundle_reloads_by_itself(run_copy, serve_runs, make_settings, tmp_path,
+                                          publish):
     app = create_app(make_settings(run_copy, state_dir=tmp_path / "state", watch=True,
                                    watch_interval=0.2))
     with TestClient(app) as client:

@@ -5,7 +5,6 @@ Bounded: a few hundred requests over a few seconds; 127.0.0.1 only.
 
 import asyncio
 import random
-import shutil
 
 import httpx
 import pytest
@@ -15,12 +14,6 @@ from schemathesis.checks import not_a_server_error
 
 AUTH = {"Authorization": "Bearer test-token-123"}
 
-
-def publish(new_run, run_dir):
-    for relative in ("model/tower_config.json", "model/weights.safetensors", "manifest.json"):
-        temporary = run_dir / f"{relative}.publish-tmp"
-        shutil.copyfile(new_run / relative, temporary)
-        temporary.replace(run_dir / relative)
 
 
 async def hammer(url, item_ids, total, concurrency, during=None):
@@ -58,7 +51,7 @@ async def hammer(url, item_ids, total, concurrency, during=None):
 
 
 @pytest.mark.slow
-def test_reload_under_load_drops_nothing(run_copy, serve_runs, start_server):
+def test_reload_under_load_drops_nothing(run_copy, serve_runs, start_server, publish):
     server = start_server(run_copy, "--state-dir", run_copy.parent / "state")
     item_ids = ["1", "260", "296", "318", "356", "480", "589", "593", "2571", "2959"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from relrec.content.cache import EmbeddingCache, content_hash_file, content_hash_text
-from relrec.content.text import TextEncoder, item_text
+from relrec.content.text import TextEncoder, clean_field, item_text
 from relrec.content.visual import encode_videos, get_image_encoder
 from relrec.errors import RelrecError
 
@@ -24,19 +24,6 @@ def _auto_device() -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:  # pragma: no cover
         return "cpu"
-
-
-def _present(value) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, float) and np.isnan(value):
-        return False
-    try:
-        if pd.isna(value):
-            return False
-    except (TypeError, ValueError):
-        pass
-    return str(value).strip() != ""
 
 
 def embed_text(items: pd.DataFrame, content_config, cache: EmbeddingCache, *,
@@ -68,9 +55,9 @@ def embed_visual(items: pd.DataFrame, content_config, cache: EmbeddingCache, *,
 
     sources: list[tuple[str, str] | None] = []
     for image, video in zip(images, videos):
-        if _present(image):
+        if clean_field(image):
             sources.append(("image", str(image)))
-        elif _present(video):
+        elif clean_field(video):
             sources.append(("video", str(video)))
         else:
             sources.append(None)

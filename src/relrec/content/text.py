@@ -41,7 +41,8 @@ def _is_missing(value) -> bool:
         return False
 
 
-def _clean(value) -> str:
+def clean_field(value) -> str:
+    """A metadata value as one line of text; "" when missing (None, NaN, NA)."""
     if _is_missing(value):
         return ""
     return " ".join(str(value).split())
@@ -58,7 +59,7 @@ def _tag_list(value) -> list[str]:
         parts = [value]
     tags = []
     for part in parts:
-        tag = _clean(part)
+        tag = clean_field(part)
         if tag:
             tags.append(tag)
     return tags
@@ -82,7 +83,7 @@ def item_text(items: pd.DataFrame) -> list[str]:
     texts = []
     for title, description, item_tags in zip(titles, descriptions, tags):
         parts = []
-        for field in (_clean(title), _clean(description)):
+        for field in (clean_field(title), clean_field(description)):
             if field:
                 parts.append(_sentence(field))
         tag_list = _tag_list(item_tags)

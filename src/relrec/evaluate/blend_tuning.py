@@ -66,11 +66,16 @@ def tune_content_blend(run_dir: str | Path, config: RunConfig,
     result = {"split": "valid", "modalities": list(modalities), "rows": rows, "rule": rule,
               "chosen": chosen["content_blend"], "applied": apply}
     if apply:
-        recorded = dict(read_manifest(run_dir)["config"])
-        recorded["rank"] = RankConfig.model_validate(rank.model_dump()).model_dump(mode="json")
-        update_manifest(run_dir, "config", recorded)
+        _record_rank(run_dir, rank)
     update_manifest(run_dir, "rank_tuning", result)
     return result
+
+
+def _record_rank(run_dir: str | Path, rank: RankConfig) -> None:
+    """Write ``rank`` into the run's configuration (the manifest's ``config.rank``)."""
+    recorded = dict(read_manifest(run_dir)["config"])
+    recorded["rank"] = rank.model_dump(mode="json")
+    update_manifest(run_dir, "config", recorded)
 
 
 def set_rank_after_training(run_dir: str | Path, config: RunConfig, preset: str,
@@ -95,7 +100,5 @@ def set_rank_after_training(run_dir: str | Path, config: RunConfig, preset: str,
     else:
         rank = RankConfig()
         description = "rank: model scores alone (content blend 0)"
-    recorded = dict(read_manifest(run_dir)["config"])
-    recorded["rank"] = rank.model_dump(mode="json")
-    update_manifest(run_dir, "config", recorded)
+    _record_rank(run_dir, rank)
     return description

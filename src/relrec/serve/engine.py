@@ -202,7 +202,7 @@ class ServedModel:
 
         metadata = pq.read_schema(self.staged.precomputed).metadata or {}
         made_with = json.loads(metadata.get(b"relrec_rank", b'{"content_blend": 0.0}'))
-        current = getattr(getattr(self.related, "rank", None), "content_blend", 0.0)
+        current = self.related.rank.content_blend
         if float(made_with.get("content_blend", 0.0)) != float(current) and not self.two_heads:
             # exported before (or after) a `relrec tune-blend`: serving them would mix rankings
             log.warning("%s: precomputed lists were made with content blend %s, the run ranks "
@@ -436,7 +436,7 @@ class ServedModel:
             if len(indices) == k or complete:
                 return Ranked(triggers, indices, scores, "precomputed", notes)
             notes.append("precomputed list too short after filters; index used")
-        blend = getattr(getattr(self.related, "rank", None), "content_blend", 0.0)
+        blend = self.related.rank.content_blend
         if blend > 0 and len(self.extras) and not (alpha is not None or diversify):
             # run-time items have model scores only; a blended list could not place them
             notes.append("content blend not applied: items added at run time are ranked by "

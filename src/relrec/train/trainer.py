@@ -154,16 +154,17 @@ class Trainer:
             raise ValueError(f"sparse_id_gradients is not supported on {self.config.device}")
         return choice
 
-    def prepare_tower(self, tower: ItemTower) -> None:
-        """Set the ID table's gradient layout; must precede a DDP wrap (DDP fixes at wrap time
-        whether a parameter's gradient is sparse)."""
+    def prepare_tower(self, tower: ItemTower) -> bool:
+        """Set the ID table's gradient layout and return it (sparse?); must precede a DDP wrap
+        (DDP fixes at wrap time whether a parameter's gradient is sparse)."""
+        sparse = self.sparse_id_gradients(tower)
         if isinstance(getattr(tower, "id_embedding", None), torch.nn.Embedding):
-            tower.id_embedding.sparse = self.sparse_id_gradients(tower)
+            tower.id_embedding.sparse = sparse
+        return sparse
 
     def _optimizer(self, tower: ItemTower) -> "OptimizerGroup":
         config = self.config
-        self.prepare_tower(tower)
-        if not self.sparse_id_gradients(tower):
+        if not self.prepare_tower(tower):
             return OptimizerGroup([torch.optim.Adam(tower.parameters(), lr=config.learning_rate,
                                                     weight_decay=config.weight_decay)])
         if config.weight_decay > 0:
