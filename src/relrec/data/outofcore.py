@@ -11,7 +11,7 @@ Input: a Parquet file (or glob) with ``user_id, item_id, timestamp`` and optiona
 ``session_id`` — clean interactions (what ingest produces; duplicates are not removed here).
 Output (a ``pairs/`` directory as in docs/ARCHITECTURE.md, plus ``item_map.parquet``):
 ``train_pairs.parquet`` (trigger_index, candidate_index, pair_count), ``valid_pairs.parquet``
-and ``test_pairs.parquet`` (trigger_index, target_index, cold), ``item_stats.parquet``
+and ``test_pairs.parquet`` (trigger_index, target_index, cold, user_id), ``item_stats.parquet``
 (item_index, trigger_frequency, candidate_frequency, train_interactions, in_train). Rows are
 unordered (sorting a 100M-row result costs more than it is worth); the contents equal
 :func:`relrec.data.prepare.extract_pairs` on the same data (tested).
@@ -75,18 +75,19 @@ def time_split_sql(connection, events: str, valid_fraction: float,
 
 
 def evaluation_group_sizes_sql(next_item_pairs: str, max_target_group: int) -> str:
-    """Portable SQL (DuckDB and Spark): ``trigger_index, target_index, bulk`` from
+    """Portable SQL (DuckDB and Spark): ``user_id, trigger_index, target_index, bulk`` from
     :func:`relrec.data.pairs.next_item_pairs_sql` — ``bulk``: the trigger's next group holds more
     than ``max_target_group`` items (left out of the held-out pairs, counted). Group sizes are
     per user, so this runs per user bucket."""
     return f"""
     WITH sized AS (
-        SELECT trigger_index, target_index,
+        SELECT user_id, trigger_index, target_index,
                COUNT(*) OVER (PARTITION BY user_id, session_key, trigger_position,
                               trigger_index) AS group_size
         FROM ({next_item_pairs}) next_item
     )
-    SELECT CAST(trigger_index AS BIGINT) AS trigger_index,
+    SELECT CAST(user_id AS VARCHAR) AS user_id,
+           CAST(trigger_index AS BIGINT) AS trigger_index,
            CAST(target_index AS BIGINT) AS target_index,
            group_size > {int(max_target_group)} AS bulk
     FROM sized
@@ -94,10 +95,10 @@ def evaluation_group_sizes_sql(next_item_pairs: str, max_target_group: int) -> s
 
 
 def cold_flags_sql(evaluation_pairs: str, train_items: str) -> str:
-    """Portable SQL adding ``cold`` to ``(trigger_index, target_index, bulk)`` rows: trigger or
+    """Portable SQL adding ``cold`` to ``(user_id, trigger_index, target_index, bulk)`` rows: trigger or
     target has no training interaction (``train_items``: the item indices seen in training)."""
     return f"""
-    SELECT p.trigger_index, p.target_index,
+    SELECT p.user_id, p.trigger_index, p.target_index,
            NOT (a.item_index IS NOT NULL AND b.item_index IS NOT NULL) AS cold, p.bulk
     FROM {evaluation_pairs} p
     LEFT JOIN {train_items} a ON a.item_index = p.trigger_index
@@ -108,7 +109,7 @@ def cold_flags_sql(evaluation_pairs: str, train_items: str) -> str:
 def finished_evaluation_pairs_sql(next_item_pairs: str, train_items: str,
                                   max_target_group: int) -> str:
     """Portable SQL (DuckDB and Spark) finishing :func:`relrec.data.pairs.next_item_pairs_sql`
-    as ``prepare`` does in pandas: ``trigger_index, target_index, cold, bulk``."""
+    as ``prepare`` does in pandas: ``user_id, trigger_index, target_index, cold, bulk``."""
     return cold_flags_sql(f"({evaluation_group_sizes_sql(next_item_pairs, max_target_group)})",
                           train_items)
 
@@ -280,7 +281,8 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
         connection.execute("CREATE OR REPLACE TEMP TABLE eval_pairs AS "
                            + cold_flags_sql(partials(f"{name}_pairs"), "train_items"))
         connection.execute(
-            "COPY (SELECT trigger_index, target_index, cold FROM eval_pairs WHERE NOT bulk) "
+            "COPY (SELECT trigger_index, target_index, cold, user_id FROM eval_pairs WHERE NOT bulk "
+            "ORDER BY user_id, trigger_index, target_index) "
             f"TO '{_sql_path(path)}' (FORMAT parquet)")
         bulk, total = connection.execute(
             "SELECT COALESCE(SUM(CASE WHEN bulk THEN 1 ELSE 0 END), 0), COUNT(*) "

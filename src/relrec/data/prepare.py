@@ -97,7 +97,8 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
             evaluation[name] = pd.DataFrame(
                 {"trigger_index": pd.Series([], dtype="int64"),
                  "target_index": pd.Series([], dtype="int64"),
-                 "cold": pd.Series([], dtype=bool)})
+                 "cold": pd.Series([], dtype=bool),
+                 "user_id": pd.Series([], dtype=str)})
             continue
         frame = connection.execute(
             next_item_pairs_sql("sessionized", period_code, config.eval_lookahead)
@@ -108,9 +109,12 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
         bulk = group_size.to_numpy() > config.max_target_group
         bulk_counts[name] = int(bulk.sum())
         frame = frame[~bulk]
+        users = frame["user_id"].astype(str).to_numpy()
         frame = frame[["trigger_index", "target_index"]].astype("int64").reset_index(drop=True)
         frame["cold"] = ~(in_train[frame["trigger_index"].to_numpy()]
                           & in_train[frame["target_index"].to_numpy()])
+        # the user of each held-out pair: intervals resample users, not triggers
+        frame["user_id"] = users
         evaluation[name] = frame
 
     item_stats = pd.DataFrame({"item_index": np.arange(n_items, dtype=np.int64)})
