@@ -84,6 +84,12 @@ def prepare(
     items: Optional[Path] = typer.Option(None, help="items CSV/Parquet/JSONL"),
     movielens: Optional[Path] = typer.Option(None, help="a MovieLens directory"),
     images: Optional[Path] = typer.Option(None, help="folder of <item_id>.jpg posters"),
+    annotations: Optional[Path] = typer.Option(
+        None, help="dated item tags CSV/Parquet/JSONL (item_id,tag,timestamp[,user_id]); "
+        "only those before the content cut enter the items' tags"),
+    content_cut: Optional[str] = typer.Option(
+        None, help="train_end (default: dated content before the validation period) or "
+        "data_end (all up to the last interaction: a final refit for serving)"),
     session_gap: Optional[int] = typer.Option(None, help="seconds (default 1800)"),
     window: Optional[int] = typer.Option(None, help="following groups paired (default 3)"),
     valid_fraction: Optional[float] = typer.Option(None),
@@ -95,17 +101,22 @@ def prepare(
 
     config = load_config(config_path)
     _set(config.prepare, session_gap_seconds=session_gap, window=window,
-         valid_fraction=valid_fraction, test_fraction=test_fraction)
+         valid_fraction=valid_fraction, test_fraction=test_fraction, content_cut=content_cut)
     config = RunConfig.model_validate(config.model_dump())
     with console.status("preparing"):
         manifest = prepare_run(out, config, interactions=interactions, items=items,
-                               movielens=movielens, images=images)
+                               movielens=movielens, images=images, annotations=annotations)
     rejected = manifest["rejected"]
     console.print(f"[green]prepared[/green] {out}: {manifest['rows']['items']} items, "
                   f"{manifest['rows']['interactions']} interactions, "
                   f"{manifest['pairs']['train_pairs_total']} training pairs, "
                   f"{manifest['pairs']['test_pairs']} test pairs "
                   f"({manifest['pairs']['test_pairs_cold']} cold)")
+    cut = manifest["content_cut"]
+    if cut["annotations_total"]:
+        console.print(f"content cut {cut['rule']} ({cut['condition']}): "
+                      f"{cut['annotations_used']} of {cut['annotations_total']} dated "
+                      f"annotations used, {cut['annotations_held_back']} held back")
     if rejected:
         console.print(f"rejected rows: {rejected} (details in {out}/data/rejected_rows.csv)")
 

@@ -29,6 +29,11 @@ class PrepareConfig(_Section):
     max_target_group: int = Field(
         10, ge=1, description="an evaluation trigger whose next group holds more items than "
         "this (a bulk import, not a 'next item') is left out of the held-out pairs, counted")
+    content_cut: Literal["train_end", "data_end"] = Field(
+        "train_end", description="which dated annotations (tags with a timestamp) enter the "
+        "items' tags: 'train_end' = only those before the validation period (timestamp < "
+        "split.valid_start, also with test_fraction 0); 'data_end' = all up to the last "
+        "interaction, for a final refit for serving (its evaluation is not time-true)")
     duckdb_memory_limit: str | None = Field(None, description="e.g. '2GB'; DuckDB spills beyond it")
     duckdb_threads: int | None = None
 

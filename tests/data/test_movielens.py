@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from relrec.data import movielens
-from relrec.data.ingest import RejectedRows, filter_unknown_items, finalize
+from relrec.data.ingest import (RejectedRows, filter_unknown_items, finalize,
+                                with_annotation_tags)
 from relrec.data.movielens import download_movielens, load_movielens
 from relrec.errors import InputError, RelrecError
 
@@ -36,13 +37,14 @@ needs_real_data = pytest.mark.skipif(
 def ml_latest_small():
     rejected = RejectedRows()
     images = POSTERS if POSTERS.is_dir() else None
-    interactions, items = load_movielens(ML_LATEST_SMALL, images=images, rejected=rejected)
-    return interactions, items, rejected
+    interactions, items, annotations = load_movielens(ML_LATEST_SMALL, images=images,
+                                                      rejected=rejected)
+    return interactions, items, rejected, annotations
 
 
 @needs_real_data
 def test_ml_latest_small_counts(ml_latest_small):
-    interactions, items, rejected = ml_latest_small
+    interactions, items, rejected, _ = ml_latest_small
     assert len(interactions) == 100_836
     assert len(items) == 9_742
     assert interactions["user_id"].nunique() == 610
@@ -62,7 +64,7 @@ def test_ml_latest_small_counts(ml_latest_small):
 
 @needs_real_data
 def test_ml_latest_small_genres_only_in_topics(ml_latest_small):
-    _, items, _ = ml_latest_small
+    _, items, _, _ = ml_latest_small
     toy_story = items.set_index("item_id").loc["1"]
     assert toy_story["title"] == "Toy Story (1995)"
     assert toy_story["topics"] == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]
@@ -81,7 +83,17 @@ def test_ml_latest_small_genres_only_in_topics(ml_latest_small):
 
 @needs_real_data
 def test_ml_latest_small_tags(ml_latest_small):
-    _, items, _ = ml_latest_small
+    _, items, rejected, annotations = ml_latest_small
+    # tags are dated: the loader returns them as annotations and leaves items' tags empty
+    # (prepare adds those before its content cut); all of them aggregated, as here, is what
+    # content_cut="data_end" gives on this dataset
+    assert (items["tags"].map(len) == 0).all()
+    assert list(annotations.columns) == ["item_id", "user_id", "tag", "timestamp"]
+    assert annotations["timestamp"].dtype == "int64"
+    tags_file = str(ML_LATEST_SMALL / "tags.csv")
+    n_rejected_tags = sum(1 for record in rejected.records if record["file"] == tags_file)
+    assert len(annotations) + n_rejected_tags == 3_683
+    items = with_annotation_tags(items, annotations)
     step_brothers = items.set_index("item_id").loc["60756"]
     assert "funny" in step_brothers["tags"]
     assert step_brothers["tags"][0] == "funny"  # 3 users, the most frequent
@@ -93,7 +105,7 @@ def test_ml_latest_small_tags(ml_latest_small):
 @needs_real_data
 @pytest.mark.skipif(not POSTERS.is_dir(), reason=f"posters not found at {POSTERS}")
 def test_ml_latest_small_posters(ml_latest_small):
-    _, items, _ = ml_latest_small
+    _, items, _, _ = ml_latest_small
     with_image = items.dropna(subset=["image"])
     assert len(with_image) == 2_947
     first = with_image.iloc[0]
@@ -126,12 +138,14 @@ def test_ml100k_layout(tmp_path):
     posters.mkdir()
     (posters / "10.jpg").write_bytes(b"jpg")
     rejected = RejectedRows()
-    interactions, items = load_movielens(directory, images=posters, rejected=rejected)
+    interactions, items, annotations = load_movielens(directory, images=posters,
+                                                      rejected=rejected)
     assert interactions[["user_id", "item_id", "timestamp", "weight"]].values.tolist() == [
         ["1", "10", 881250949, 4.0], ["1", "20", 881250950, 3.0], ["2", "10", 881250951, 5.0]]
     assert items["title"].tolist() == ["Café Society (1995)", "Plain (1996)"]
     assert items["topics"].tolist() == [["Action", "Drama"], []]
     assert items["tags"].tolist() == [[], []]
+    assert annotations.empty
     assert items["image"].tolist() == [str(posters.resolve() / "10.jpg"), None]
     assert rejected.counts() == {"unknown item_id": 1}
     assert rejected.records[0]["row"] == 4 and rejected.records[0]["value"] == "99"
@@ -141,7 +155,7 @@ def test_ml100k_layout(tmp_path):
 def test_ml100k_without_genre_file_and_parent_directory(tmp_path):
     write_ml100k(tmp_path / "ml-100k", with_genre_file=False)
     # the folder a zip was extracted into, holding one dataset folder, is accepted too
-    interactions, items = load_movielens(tmp_path, rejected=RejectedRows())
+    interactions, items, _ = load_movielens(tmp_path, rejected=RejectedRows())
     assert items["topics"].tolist() == [["Action", "Drama"], []]
     assert len(interactions) == 3
 
@@ -159,7 +173,7 @@ def test_ml1m_layout(tmp_path):
     (directory / "tags.dat").write_text("1::661::Roald Dahl::978302110\n2::661::roald dahl::1\n"
                                         "1::661::Stop-motion::978302111\n")
     rejected = RejectedRows()
-    interactions, items = load_movielens(directory, rejected=rejected)
+    interactions, items, annotations = load_movielens(directory, rejected=rejected)
     assert interactions[["user_id", "item_id", "weight"]].values.tolist() == [
         ["1", "1193", 5.0], ["1", "661", 3.0]]
     assert rejected.counts() == {"duplicate": 1}
@@ -167,6 +181,11 @@ def test_ml1m_layout(tmp_path):
     assert items["item_id"].tolist() == ["1193", "661", "3"]
     assert items["title"].tolist()[2] == "Crème: A Story (2000)"
     assert items["topics"].tolist() == [["Drama"], ["Animation", "Children's", "Musical"], []]
+    assert items["tags"].tolist() == [[], [], []]  # dated: prepare adds them before its cut
+    assert annotations.values.tolist() == [["661", "1", "Roald Dahl", 978302110],
+                                           ["661", "2", "roald dahl", 1],
+                                           ["661", "1", "Stop-motion", 978302111]]
+    items = with_annotation_tags(items, annotations)
     assert items["tags"].tolist() == [[], ["roald dahl", "stop-motion"], []]
 
 
@@ -180,13 +199,31 @@ def test_csv_layout_tags_and_unknown_tag_movies(tmp_path):
     (directory / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,1,Slow,1\n2,1, b ,1\n"
                                         "3,1,B,1\n3,1,b,2\n4,1,a,1\n5,7,ghost,1\n6,2,,1\n")
     rejected = RejectedRows()
-    interactions, items = load_movielens(directory, rejected=rejected)
+    interactions, items, annotations = load_movielens(directory, rejected=rejected)
     assert items["title"].tolist() == ["Heat, The (1995)", "Blank (2000)"]
+    assert items["tags"].tolist() == [[], []]
     # b: 2 users; a and slow: 1 user each, alphabetical
-    assert items["tags"].tolist() == [["b", "a", "slow"], []]
+    assert with_annotation_tags(items, annotations)["tags"].tolist() == [["b", "a", "slow"], []]
     assert items["topics"].tolist() == [["Action"], []]
     assert rejected.counts() == {"null": 1, "unknown item_id": 1}
     assert {(r["row"], r["column"]) for r in rejected.records} == {(7, "movieId"), (8, "tag")}
+
+
+def test_csv_layout_tag_timestamps_are_validated(tmp_path):
+    directory = tmp_path / "ml"
+    directory.mkdir()
+    (directory / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,10\n")
+    (directory / "movies.csv").write_text("movieId,title,genres\n1,A (2000),Drama\n")
+    (directory / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,1,ok,5\n2,1,undated,\n"
+                                        "3,1,bad,soon\n4,1,iso,1970-01-01T00:00:07Z\n")
+    rejected = RejectedRows()
+    _, _, annotations = load_movielens(directory, rejected=rejected)
+    assert annotations[["tag", "timestamp"]].values.tolist() == [["ok", 5], ["iso", 7]]
+    assert {(r["row"], r["column"], r["reason"]) for r in rejected.records} == {
+        (3, "timestamp", "null"), (4, "timestamp", "unparseable timestamp")}
+    (directory / "tags.csv").write_text("userId,movieId,tag\n1,1,undated\n")
+    with pytest.raises(InputError, match="tags.csv, row 1, column 'timestamp'"):
+        load_movielens(directory, rejected=RejectedRows())
 
 
 def test_csv_layout_bad_timestamp_names_ratings_file(tmp_path):
@@ -242,7 +279,7 @@ def test_download_movielens_extracts_once(tmp_path, monkeypatch):
     assert requested == ["https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"]
     assert (directory / "ratings.csv").is_file()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["ml-latest-small"]
-    interactions, items = load_movielens(directory, rejected=RejectedRows())
+    interactions, items, _ = load_movielens(directory, rejected=RejectedRows())
     assert len(interactions) == 1 and items["topics"].tolist() == [["Drama"]]
 
     def no_network(url, timeout=None):

@@ -39,6 +39,10 @@ __all__ = [
     "filter_unknown_items",
     "finalize",
     "parse_timestamps",
+    "load_annotations",
+    "empty_annotations",
+    "aggregate_tags",
+    "with_annotation_tags",
     "SUPPORTED_EXTENSIONS",
 ]
 
@@ -59,6 +63,10 @@ INTERACTION_REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_REQUIRED_COLUMNS = ("item_id", "title")
 ITEM_LIST_COLUMNS = ("tags", "topics")
 ITEM_MEDIA_COLUMNS = ("image", "video")
+ANNOTATION_REQUIRED_COLUMNS = ("item_id", "tag", "timestamp")
+#: The columns of a dated-annotations table (what :func:`load_annotations` and the MovieLens
+#: loader return); ``user_id`` is "" when the input has no user column.
+ANNOTATION_COLUMNS = ["item_id", "user_id", "tag", "timestamp"]
 
 REJECTED_COLUMNS = ["file", "row", "column", "reason", "value"]
 
@@ -402,6 +410,20 @@ def parse_timestamps(text: pd.Series, row_numbers: np.ndarray, label: str,
     value that is neither raises :class:`InputError` naming ``label``, its row and ``column``.
     """
     text = text.astype(str).str.strip()
+    seconds, bad = _timestamp_seconds(text)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InputError(
+            f"cannot parse timestamp {text.iloc[first]!r}: expected Unix seconds "
+            "(e.g. 1700000000) or ISO-8601 (e.g. 2023-11-14T22:13:20Z)",
+            file=label, row=int(row_numbers[first]), column=column,
+        )
+    return seconds
+
+
+def _timestamp_seconds(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(int64 Unix seconds, unparseable mask)`` of stripped timestamp strings (the formats of
+    :func:`parse_timestamps`); unparseable values are 0 in the first array."""
     seconds = np.array(pd.to_numeric(text, errors="coerce").to_numpy(
         dtype=np.float64, na_value=np.nan), copy=True)
     not_numeric = np.isnan(seconds)
@@ -410,14 +432,7 @@ def parse_timestamps(text: pd.Series, row_numbers: np.ndarray, label: str,
         seconds[not_numeric] = ((parsed - _UNIX_EPOCH) // pd.Timedelta(seconds=1)).to_numpy(
             dtype=np.float64, na_value=np.nan)
     bad = ~np.isfinite(seconds) | (np.abs(seconds) >= 2**62)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"cannot parse timestamp {text.iloc[first]!r}: expected Unix seconds "
-            "(e.g. 1700000000) or ISO-8601 (e.g. 2023-11-14T22:13:20Z)",
-            file=label, row=int(row_numbers[first]), column=column,
-        )
-    return np.floor(seconds).astype(np.int64)
+    return np.floor(np.where(bad, 0.0, seconds)).astype(np.int64), bad
 
 
 def _parse_weights(text: pd.Series, row_numbers: np.ndarray, label: str, column: str
@@ -614,6 +629,120 @@ def _items_from_text_frame(frame: pd.DataFrame, row_numbers: np.ndarray,
         "video": media_column("video"),
         "source_row": row_numbers.astype(np.int64),
     })
+
+
+# --------------------------------------------------------------------------------------------
+# Dated item annotations (tags with a date)
+# --------------------------------------------------------------------------------------------
+
+
+def empty_annotations() -> pd.DataFrame:
+    """An annotations table with no rows (columns :data:`ANNOTATION_COLUMNS`)."""
+    return pd.DataFrame({"item_id": pd.Series([], dtype=str), "user_id": pd.Series([], dtype=str),
+                         "tag": pd.Series([], dtype=str),
+                         "timestamp": pd.Series([], dtype=np.int64)})
+
+
+def load_annotations(source: str | Path | pd.DataFrame, items: pd.DataFrame,
+                     rejected: RejectedRows, *, name: str | None = None) -> pd.DataFrame:
+    """Load dated item annotations: one tag on one item at one time.
+
+    ``source`` is a file (see :func:`read_table`: CSV, TSV, Parquet, JSON Lines) or a DataFrame
+    with columns ``item_id``, ``tag``, ``timestamp`` and optionally ``user_id`` (who wrote the
+    tag; without it every row counts as its own annotator when tags are ranked); other columns
+    are ignored. These tags are *dated*: ``prepare`` adds to an item's ``tags`` only the ones
+    written before its content cut (see :func:`relrec.data.prepare.content_cut`), whereas the
+    ``tags`` column of the items file has no date and is always used as given.
+
+    Rows that can be dropped are dropped and recorded in ``rejected`` with the file, row and
+    column: an empty ``item_id``, ``tag`` or ``timestamp`` (``"null"``), a timestamp that is
+    neither Unix seconds nor ISO-8601 (``"unparseable timestamp"``: an annotation without a
+    usable date cannot be placed before or after the cut) and an ``item_id`` not in ``items``
+    (``"unknown item_id"``). A missing required column raises :class:`InputError`.
+
+    Returns columns ``item_id``, ``user_id`` ("" when not given), ``tag`` (stripped, case
+    kept) and ``timestamp`` (int64 Unix seconds).
+    """
+    frame, row_numbers, label, _ = _resolve_source(source, name, "annotations")
+    return _annotations_from_text_frame(frame, row_numbers, rejected, label, items["item_id"])
+
+
+def _annotations_from_text_frame(frame: pd.DataFrame, row_numbers: np.ndarray,
+                                 rejected: RejectedRows, label: str, known_item_ids: pd.Series,
+                                 *, item_column: str = "item_id", user_column: str = "user_id",
+                                 tag_column: str = "tag", timestamp_column: str = "timestamp"
+                                 ) -> pd.DataFrame:
+    """Validate a text frame of annotations (see :func:`load_annotations`); the column names
+    are those of the input (MovieLens: ``movieId``, ``userId``), so rejects name them."""
+    _require_columns(frame, (item_column, tag_column, timestamp_column), label)
+    item_ids = _text_column(frame, item_column)
+    tags = _text_column(frame, tag_column)
+    stamps = _text_column(frame, timestamp_column)
+    users = (_text_column(frame, user_column) if user_column in frame.columns
+             else pd.Series([""] * len(frame), index=frame.index, dtype=str))
+    dropped = np.zeros(len(frame), dtype=bool)
+
+    def reject(mask: np.ndarray, column: str, reason: str, values: pd.Series) -> None:
+        mask = mask & ~dropped
+        rejected.add_rows(label, row_numbers[mask], column, reason, values[mask])
+        dropped[mask] = True
+
+    reject((item_ids == "").to_numpy(), item_column, "null", item_ids)
+    reject((tags == "").to_numpy(), tag_column, "null", tags)
+    reject((stamps == "").to_numpy(), timestamp_column, "null", stamps)
+    seconds, unparseable = _timestamp_seconds(stamps.where(~dropped, "0"))
+    reject(unparseable, timestamp_column, "unparseable timestamp", stamps)
+    reject(~item_ids.isin(known_item_ids).to_numpy(), item_column, "unknown item_id", item_ids)
+    keep = ~dropped
+    return pd.DataFrame({
+        "item_id": item_ids[keep].astype(str).to_numpy(),
+        "user_id": users[keep].astype(str).to_numpy(),
+        "tag": tags[keep].astype(str).to_numpy(),
+        "timestamp": seconds[keep].astype(np.int64),
+    })
+
+
+def aggregate_tags(item_ids: pd.Series, user_ids: pd.Series, tags: pd.Series
+                   ) -> dict[str, list[str]]:
+    """item id -> distinct lower-cased tags, most users first, ties alphabetical.
+
+    A user who wrote the same tag twice counts once; an empty user id counts as its own
+    annotator on every row (an annotations file without a ``user_id`` column).
+    """
+    users = user_ids.astype(str).to_numpy(dtype=object).copy()
+    anonymous = users == ""
+    users[anonymous] = [f"\0row{position}" for position in np.flatnonzero(anonymous)]
+    table = pd.DataFrame({"item": item_ids.astype(str).to_numpy(), "user": users,
+                          "tag": tags.astype(str).str.strip().str.lower().to_numpy()})
+    table = table[table["tag"] != ""].drop_duplicates()
+    counts = table.groupby(["item", "tag"], sort=False).size().reset_index(name="users")
+    counts = counts.sort_values(["item", "users", "tag"], ascending=[True, False, True],
+                                kind="stable")
+    return {item: list(group) for item, group in counts.groupby("item", sort=False)["tag"]}
+
+
+def with_annotation_tags(items: pd.DataFrame, annotations: pd.DataFrame) -> pd.DataFrame:
+    """``items`` with the tags of ``annotations`` (already cut to the allowed dates) added.
+
+    An item's own ``tags`` (undated, from the items file) come first as given; then its
+    annotation tags in :func:`aggregate_tags` order, leaving out those it already has
+    (compared lower-cased). Without annotations the items are returned unchanged.
+    """
+    if annotations is None or not len(annotations):
+        return items
+    by_item = aggregate_tags(annotations["item_id"], annotations["user_id"],
+                             annotations["tag"])
+    merged = []
+    for item_id, own in zip(items["item_id"], items["tags"]):
+        own = list(own) if own is not None else []
+        extra = by_item.get(item_id, [])
+        if extra:
+            present = {str(tag).strip().lower() for tag in own}
+            own += [tag for tag in extra if tag not in present]
+        merged.append(own)
+    items = items.copy()
+    items["tags"] = pd.Series(merged, index=items.index, dtype=object)
+    return items
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Adapters for the public MovieLens datasets (GroupLens, University of Minnesota).
 
 :func:`load_movielens` reads an extracted MovieLens directory in any of the official layouts
-and returns interactions and items in the schema of :func:`relrec.data.ingest.load_interactions`
-and :func:`relrec.data.ingest.load_items`:
+and returns interactions, items and dated tag annotations in the schemas of
+:func:`relrec.data.ingest.load_interactions`, :func:`relrec.data.ingest.load_items` and
+:func:`relrec.data.ingest.load_annotations`:
 
 ============================  =====================================================  =========
 layout                        files                                                  encoding
@@ -17,12 +18,18 @@ ml-1m, ml-10m                 ``ratings.dat``, ``movies.dat`` (+ ``tags.dat``), 
 
 Mapping: ``user_id = userId``, ``item_id = movieId`` (strings), ``timestamp`` (Unix seconds),
 ``weight = rating``. Items: ``title`` as given (with the year), ``description = None``,
-``tags`` = the distinct user tags of the movie (lower-cased, stripped; most frequent first,
-counting distinct users, ties alphabetical), ``topics`` = the genres (``(no genres listed)``
+``tags = []`` (see below), ``topics`` = the genres (``(no genres listed)``
 and ml-100k's ``unknown`` give ``[]``), ``image = <images>/<movieId>.jpg`` when that file
 exists, ``video = None``. Genres go only into ``topics``, which are evaluation labels; they
 are never copied into the title, description or tags, so text features stay independent of
 the relevance labels.
+
+Tags are dated (``tags.csv`` / ``tags.dat``: ``userId, movieId, tag, timestamp``), so they are
+*not* aggregated here: they come back as annotations (``item_id, user_id, tag, timestamp``)
+and ``prepare`` adds to the items' ``tags`` only those written before its content cut (the
+start of the validation period by default), as the distinct lower-cased tags of the movie,
+most users first, ties alphabetical (:func:`relrec.data.ingest.aggregate_tags`). A tag
+written later would otherwise leak future content into the features.
 
 :func:`download_movielens` fetches an official zip into a local cache.
 MovieLens terms: research use, no redistribution; cite F. M. Harper and J. A. Konstan (2015),
@@ -47,10 +54,13 @@ import pandas as pd
 
 from relrec.data.ingest import (
     RejectedRows,
+    _annotations_from_text_frame,
     _interactions_from_text_frame,
     _items_from_text_frame,
     _read_table_with_rows,
     _require_columns,
+    aggregate_tags,
+    empty_annotations,
     filter_unknown_items,
 )
 from relrec.errors import InputError, RelrecError
@@ -126,29 +136,36 @@ def _count_layout_subdirectories(directory: Path) -> int:
 
 
 def load_movielens(directory: str | Path, *, images: str | Path | None = None,
-                   rejected: RejectedRows) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Load a MovieLens directory as ``(interactions, items)`` (before ``finalize``).
+                   rejected: RejectedRows
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Load a MovieLens directory as ``(interactions, items, annotations)`` (before
+    ``finalize``).
 
     The layout is detected from the files present (see the module docstring). ``images`` is
     an optional folder of ``<movieId>.jpg`` posters; an item's ``image`` is the absolute path
-    of its poster when the file exists, else None. Dropped rows (null ids, duplicates, ratings
-    or tags of movies missing from the movie list) are recorded in ``rejected``, labelled with
-    the file they come from; the returned interactions only reference known items.
+    of its poster when the file exists, else None. ``annotations`` holds the dated tags
+    (``item_id, user_id, tag, timestamp``; empty for ml-100k and when there is no tags file);
+    the items' ``tags`` are empty until ``prepare`` adds the tags dated before its content
+    cut (:func:`relrec.data.ingest.with_annotation_tags`). Dropped rows (null ids,
+    duplicates, ratings or tags of movies missing from the movie list, tags with an empty or
+    unparseable timestamp) are recorded in ``rejected``, labelled with the file they come
+    from; the returned interactions and annotations only reference known items.
     """
     layout, data_directory = detect_layout(directory)
     image_directory = _image_directory(images)
     if layout == "csv":
-        interactions, items = _load_csv_layout(data_directory, rejected)
+        interactions, items, annotations = _load_csv_layout(data_directory, rejected)
         ratings_name = str(data_directory / "ratings.csv")
     elif layout == "ml-100k":
         interactions, items = _load_ml100k_layout(data_directory, rejected)
+        annotations = empty_annotations()
         ratings_name = str(data_directory / "u.data")
     else:
-        interactions, items = _load_dat_layout(data_directory, rejected)
+        interactions, items, annotations = _load_dat_layout(data_directory, rejected)
         ratings_name = str(data_directory / "ratings.dat")
     items["image"] = _poster_paths(items["item_id"], image_directory)
     interactions = filter_unknown_items(interactions, items, rejected, name=ratings_name)
-    return interactions, items
+    return interactions, items, annotations
 
 
 def _image_directory(images: str | Path | None) -> Path | None:
@@ -172,36 +189,18 @@ def _poster_paths(item_ids: pd.Series, image_directory: Path | None) -> pd.Serie
     )
 
 
-def _aggregate_tags(movie_ids: pd.Series, user_ids: pd.Series, tags: pd.Series
-                    ) -> dict[str, list[str]]:
-    """movie id -> distinct lower-cased tags, most users first, ties alphabetical."""
-    table = pd.DataFrame({"movie": movie_ids.astype(str).to_numpy(),
-                          "user": user_ids.astype(str).to_numpy(),
-                          "tag": tags.astype(str).str.strip().str.lower().to_numpy()})
-    table = table[table["tag"] != ""].drop_duplicates()
-    counts = table.groupby(["movie", "tag"], sort=False).size().reset_index(name="users")
-    counts = counts.sort_values(["movie", "users", "tag"], ascending=[True, False, True],
-                                kind="stable")
-    return {movie: list(group) for movie, group in counts.groupby("movie", sort=False)["tag"]}
+#: The tag ranking rule (distinct lower-cased, most users first, ties alphabetical); applied
+#: by ``prepare`` to the annotations dated before the content cut.
+_aggregate_tags = aggregate_tags
 
 
-def _tags_from_table(tags: pd.DataFrame, row_numbers: np.ndarray, label: str,
-                     known_movie_ids: pd.Series, rejected: RejectedRows
-                     ) -> dict[str, list[str]]:
-    """Validate a ``userId, movieId, tag`` table and aggregate it per movie."""
-    _require_columns(tags, ("userId", "movieId", "tag"), label)
-    movie_ids = tags["movieId"].astype(str).str.strip()
-    tag_text = tags["tag"].astype(str).str.strip()
-    null_movie = (movie_ids == "").to_numpy()
-    null_tag = ~null_movie & (tag_text == "").to_numpy()
-    rejected.add_rows(label, row_numbers[null_movie], "movieId", "null",
-                      [""] * int(null_movie.sum()))
-    rejected.add_rows(label, row_numbers[null_tag], "tag", "null", [""] * int(null_tag.sum()))
-    unknown = ~(null_movie | null_tag) & ~movie_ids.isin(known_movie_ids).to_numpy()
-    rejected.add_rows(label, row_numbers[unknown], "movieId", "unknown item_id",
-                      movie_ids[unknown])
-    keep = ~(null_movie | null_tag | unknown)
-    return _aggregate_tags(movie_ids[keep], tags["userId"][keep], tag_text[keep])
+def _annotations_from_tags_table(tags: pd.DataFrame, row_numbers: np.ndarray, label: str,
+                                 known_movie_ids: pd.Series, rejected: RejectedRows
+                                 ) -> pd.DataFrame:
+    """Validate a ``userId, movieId, tag, timestamp`` table as dated annotations (rejects
+    name the MovieLens column: ``movieId``, ``tag``, ``timestamp``)."""
+    return _annotations_from_text_frame(tags, row_numbers, rejected, label, known_movie_ids,
+                                        item_column="movieId", user_column="userId")
 
 
 def _with_tags(items: pd.DataFrame, tags_by_movie: dict[str, list[str]]) -> pd.DataFrame:
@@ -221,7 +220,7 @@ def _genres_as_topics(genres: pd.Series) -> pd.Series:
 
 
 def _load_csv_layout(directory: Path, rejected: RejectedRows
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """ml-latest-small / ml-latest / ml-20m / ml-25m / ml-32m: CSV files with a header."""
     ratings_path, movies_path = directory / "ratings.csv", directory / "movies.csv"
     ratings, rating_rows = _read_table_with_rows(ratings_path)
@@ -239,6 +238,7 @@ def _load_csv_layout(directory: Path, rejected: RejectedRows
     items = _items_from_text_frame(movie_table, movie_rows, rejected, str(movies_path), None)
 
     tags_path = directory / "tags.csv"
+    annotations = empty_annotations()
     if tags_path.is_file() and tags_path.stat().st_size > 0:
         try:
             tags, tag_rows = _read_table_with_rows(tags_path)
@@ -246,9 +246,10 @@ def _load_csv_layout(directory: Path, rejected: RejectedRows
             if not str(error.reason).startswith("empty file"):
                 raise
         else:
-            items = _with_tags(items, _tags_from_table(tags, tag_rows, str(tags_path),
-                                                       items["item_id"], rejected))
-    return interactions, items
+            _require_columns(tags, ("userId", "movieId", "tag", "timestamp"), str(tags_path))
+            annotations = _annotations_from_tags_table(tags, tag_rows, str(tags_path),
+                                                       items["item_id"], rejected)
+    return interactions, _with_tags(items, {}), annotations
 
 
 def _decode_legacy_text(path: Path) -> str:
@@ -351,7 +352,7 @@ def _split_dat_lines(text: str, n_fields: int, label: str) -> tuple[list[list[st
 
 
 def _load_dat_layout(directory: Path, rejected: RejectedRows
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """ml-1m / ml-10m: ``ratings.dat`` and ``movies.dat`` (+ ``tags.dat``), '::'-separated."""
     ratings_path, movies_path = directory / "ratings.dat", directory / "movies.dat"
     ratings_text = _decode_legacy_text(ratings_path)
@@ -372,15 +373,15 @@ def _load_dat_layout(directory: Path, rejected: RejectedRows
     items = _items_from_text_frame(movie_table, movie_lines, rejected, str(movies_path), None)
 
     tags_path = directory / "tags.dat"
-    tags_by_movie: dict[str, list[str]] = {}
+    annotations = empty_annotations()
     if tags_path.is_file() and tags_path.read_bytes().strip():
         tag_rows, tag_lines = _split_dat_lines(_decode_legacy_text(tags_path), 4,
                                                str(tags_path))
         tags = pd.DataFrame(tag_rows, columns=["userId", "movieId", "tag", "timestamp"],
                             dtype=str)
-        tags_by_movie = _tags_from_table(tags, tag_lines, str(tags_path), items["item_id"],
-                                         rejected)
-    return interactions, _with_tags(items, tags_by_movie)
+        annotations = _annotations_from_tags_table(tags, tag_lines, str(tags_path),
+                                                   items["item_id"], rejected)
+    return interactions, _with_tags(items, {}), annotations
 
 
 def _non_blank_line_numbers(text: str) -> np.ndarray:

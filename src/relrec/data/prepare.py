@@ -3,6 +3,10 @@
 DuckDB runs the SQL of :mod:`relrec.data.sessions` and :mod:`relrec.data.pairs` over an
 Arrow table or a Parquet file, so data larger than memory spills to disk under
 ``duckdb_memory_limit``.
+
+Content is time-true: dated annotations (MovieLens tags, ``--annotations``) enter the items'
+``tags`` only when written before the content cut, which :func:`content_cut` derives from the
+time split of the interactions (:attr:`PrepareConfig.content_cut`).
 """
 
 from __future__ import annotations
@@ -145,10 +149,53 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
                       counts, train_sessions)
 
 
+CONTENT_CUT_RULES = ("train_end", "data_end")
+
+
+def content_cut(annotation_timestamps: np.ndarray, interaction_timestamps: np.ndarray,
+                split: TimeSplit, rule: str = "train_end") -> tuple[np.ndarray, dict]:
+    """Which dated annotations may enter the features: ``(used mask, manifest record)``.
+
+    * ``"train_end"`` (default): only annotations dated before the validation period,
+      ``timestamp < split.valid_start`` — the end of the training period, whatever
+      ``test_fraction`` is (with ``test_fraction = 0`` too, so choices made on validation
+      never see validation-period content).
+    * ``"data_end"``: a final refit for serving — everything up to the last interaction,
+      ``timestamp <= max(interaction timestamps)``. Validation and test numbers of such a
+      run are not time-true.
+
+    The record is ``{"rule", "cut_timestamp", "condition", "annotations_total",
+    "annotations_used", "annotations_held_back"}``.
+    """
+    timestamps = np.asarray(annotation_timestamps, dtype=np.int64)
+    if rule == "train_end":
+        cut = int(split.valid_start)
+        used = timestamps < cut
+        condition = f"timestamp < {cut}"
+    elif rule == "data_end":
+        cut = int(np.max(interaction_timestamps))
+        used = timestamps <= cut
+        condition = f"timestamp <= {cut}"
+    else:
+        raise ValueError(f"unknown content_cut {rule!r} (expected one of {CONTENT_CUT_RULES})")
+    record = {"rule": rule, "cut_timestamp": cut, "condition": condition,
+              "annotations_total": int(len(timestamps)), "annotations_used": int(used.sum()),
+              "annotations_held_back": int(len(timestamps) - used.sum())}
+    return used, record
+
+
 def write_prepared_run(run_dir: str | Path, interactions: pd.DataFrame, items: pd.DataFrame,
                        pairs: PairTables, config: RunConfig, rejected_frame: pd.DataFrame,
-                       rejected_counts: dict, inputs: dict[str, str | Path | None]) -> dict:
-    """Write tables and a fresh manifest; returns the manifest."""
+                       rejected_counts: dict, inputs: dict[str, str | Path | None], *,
+                       content_cut_record: dict | None = None) -> dict:
+    """Write tables and a fresh manifest; returns the manifest.
+
+    ``content_cut_record`` is :func:`content_cut`'s record of the dated annotations (when not
+    given: the configured rule with no annotations)."""
+    if content_cut_record is None:
+        _, content_cut_record = content_cut(np.zeros(0, np.int64),
+                                            interactions["timestamp"].to_numpy(), pairs.split,
+                                            config.prepare.content_cut)
     run_dir = Path(run_dir)
     (run_dir / "data").mkdir(parents=True, exist_ok=True)
     (run_dir / "pairs").mkdir(parents=True, exist_ok=True)
@@ -181,6 +228,7 @@ def write_prepared_run(run_dir: str | Path, interactions: pd.DataFrame, items: p
         "rows": {"items": int(len(items)), "interactions": int(len(interactions))},
         "rejected": rejected_counts,
         "split": pairs.split.to_dict(),
+        "content_cut": content_cut_record,
         "pairs": pairs.counts,
         "versions": library_versions(),
     }
@@ -190,22 +238,29 @@ def write_prepared_run(run_dir: str | Path, interactions: pd.DataFrame, items: p
 
 def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
                 interactions=None, items=None, movielens: str | Path | None = None,
-                images: str | Path | None = None) -> dict:
+                images: str | Path | None = None, annotations=None) -> dict:
     """Ingest + validate + pairs → RUN_DIR. Sources are paths or in-memory DataFrames.
 
     Give either ``interactions`` and ``items`` (generic layout) or ``movielens`` (a MovieLens
-    directory, optionally with a posters folder ``images``). Returns the manifest.
+    directory, optionally with a posters folder ``images``). ``annotations`` is an optional
+    table of dated tags (``item_id, tag, timestamp`` [, ``user_id``]; see
+    :func:`relrec.data.ingest.load_annotations`), for either layout. Dated annotations —
+    these and MovieLens' tags — are added to the items' ``tags`` only when dated before the
+    content cut (:func:`content_cut`, ``config.prepare.content_cut``); the items file's own
+    ``tags`` column has no date and is kept as given. Returns the manifest.
     """
-    from relrec.data.ingest import (RejectedRows, filter_unknown_items, finalize,
-                                    load_interactions, load_items)
+    from relrec.data.ingest import (RejectedRows, empty_annotations, filter_unknown_items,
+                                    finalize, load_annotations, load_interactions, load_items,
+                                    with_annotation_tags)
 
     config = config or RunConfig()
     rejected = RejectedRows(records=[])
+    annotation_frame = empty_annotations()
     if movielens is not None:
         from relrec.data.movielens import load_movielens
 
-        interaction_frame, item_frame = load_movielens(movielens, images=images,
-                                                       rejected=rejected)
+        interaction_frame, item_frame, annotation_frame = load_movielens(
+            movielens, images=images, rejected=rejected)
         interactions_name = str(Path(movielens))
         inputs = {"movielens": movielens, "images": None}
     else:
@@ -219,6 +274,11 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
                   for name, source in (("interactions", interactions), ("items", items))}
     if images is not None and movielens is None:
         inputs["images"] = images
+    if annotations is not None:
+        extra = load_annotations(annotations, item_frame, rejected)
+        annotation_frame = (pd.concat([annotation_frame, extra], ignore_index=True)
+                            if len(annotation_frame) else extra)
+        inputs["annotations"] = None if isinstance(annotations, pd.DataFrame) else annotations
     if config.prepare.min_rating is not None:
         low = interaction_frame["weight"] < config.prepare.min_rating
         for row in interaction_frame.loc[low, "source_row"] if "source_row" in interaction_frame \
@@ -230,5 +290,11 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
                                              name=interactions_name)
     interaction_frame, item_frame = finalize(interaction_frame, item_frame)
     pairs = extract_pairs(interaction_frame, len(item_frame), config.prepare)
+    # content cut: the split is known only now, so dated tags join the items here
+    used, cut_record = content_cut(annotation_frame["timestamp"].to_numpy(),
+                                   interaction_frame["timestamp"].to_numpy(), pairs.split,
+                                   config.prepare.content_cut)
+    item_frame = with_annotation_tags(item_frame, annotation_frame[used])
     return write_prepared_run(out_dir, interaction_frame, item_frame, pairs, config,
-                              rejected.to_frame(), rejected.counts(), inputs)
+                              rejected.to_frame(), rejected.counts(), inputs,
+                              content_cut_record=cut_record)
