@@ -19,7 +19,7 @@ import numpy as np
 
 from relrec.config import EvaluateConfig, RunConfig
 from relrec.evaluate.bootstrap import bootstrap_interval, paired_bootstrap_difference
-from relrec.evaluate.evaluation import evaluate_system, segment_pairs
+from relrec.evaluate.evaluation import evaluate_system, segment_pairs, share_among_units
 from relrec.evaluate.metrics import PerTrigger, intra_list_diversity_at_k
 from relrec.evaluate.report import StudyResult, StudyRow, write_report
 from relrec.manifest import atomic_write_json
@@ -182,11 +182,14 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
         hits = np.array([bool(set(occ_ranked[row].tolist()) & later) for row, later in
                          zip(occ_rows, occurrences.later)], dtype=np.float64)
         engagement = PerTrigger(hits, np.ones_like(hits))
-        extra[name] = {f"intra_list_diversity@{page_size}": ild,
-                       f"session_engagement@{page_size}": engagement}
-        for metric, values in extra[name].items():
-            evaluation.summary["all"][metric] = bootstrap_interval(values, n_boot, seed).to_dict()
-            evaluation.per_trigger["all"][metric] = values
+        # diversity is a list property: shared among the (user, trigger) units, users resampled;
+        # session engagement is per slate occurrence, which are resampled as they are
+        extra[name] = {f"intra_list_diversity@{page_size}":
+                       (share_among_units(ild, segments["all"]), segments["all"].unit_user),
+                       f"session_engagement@{page_size}": (engagement, None)}
+        for metric, (values, clusters) in extra[name].items():
+            evaluation.summary["all"][metric] = bootstrap_interval(
+                values, n_boot, seed, clusters=clusters).to_dict()
         evaluations[name] = evaluation
     rows = []
     for name, evaluation in evaluations.items():
@@ -194,7 +197,11 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
         if name != MAIN:
             paired = {metric: paired_bootstrap_difference(
                 evaluation.per_trigger["all"][metric], evaluations[MAIN].per_trigger["all"][metric],
-                n_boot, seed).to_dict() for metric in evaluation.per_trigger["all"]}
+                n_boot, seed, clusters=segments["all"].unit_user).to_dict()
+                for metric in evaluation.per_trigger["all"]}
+            paired.update({metric: paired_bootstrap_difference(
+                values, extra[MAIN][metric][0], n_boot, seed, clusters=clusters).to_dict()
+                for metric, (values, clusters) in extra[name].items()})
         rows.append(StudyRow(name, "CAViaR", evaluation.summary, paired,
                              {"window": window, "page_size": page_size, "alpha": alpha}))
     caviar = {"normalized_entropy": {"contextual": ne_context, "pointwise": ne_point,
