@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     rejected = RejectedRows(records=[])
-    interactions, items = load_movielens(args.movielens, rejected=rejected)
+    interactions, items, _ = load_movielens(args.movielens, rejected=rejected)
     interactions = filter_unknown_items(interactions, items, rejected, name="ratings")
     interactions, items = finalize(interactions, items)
     config = PrepareConfig()

@@ -23,10 +23,13 @@ def content_run(movielens_small_dir, posters_dir, tmp_path_factory):
     movies = pd.read_csv(movielens_small_dir / "movies.csv", dtype=str)
     tags = pd.read_csv(movielens_small_dir / "tags.csv", dtype=str)
     movies = movies[movies["movieId"].isin(subset["movieId"])]
-    tag_lists = tags.groupby("movieId")["tag"].agg(lambda t: "|".join(sorted(set(t))))
+    # dated tags go in as annotations, so that the content cut keeps later ones out
+    tags = tags[tags["movieId"].isin(movies["movieId"])]
+    tags.rename(columns={"movieId": "item_id", "userId": "user_id"})[
+        ["item_id", "tag", "timestamp", "user_id"]].to_csv(directory / "annotations.csv",
+                                                          index=False)
     items = pd.DataFrame({
         "item_id": movies["movieId"], "title": movies["title"],
-        "tags": movies["movieId"].map(tag_lists).fillna(""),
         "topics": movies["genres"].replace("(no genres listed)", ""),
         "image": [str(posters_dir / f"{m}.jpg") if (posters_dir / f"{m}.jpg").exists() else ""
                   for m in movies["movieId"]],
@@ -36,8 +39,12 @@ def content_run(movielens_small_dir, posters_dir, tmp_path_factory):
     items.to_csv(directory / "items.csv", index=False)
     run_dir = directory / "run"
     result = runner.invoke(app, ["prepare", "--interactions", str(directory / "interactions.csv"),
-                                 "--items", str(directory / "items.csv"), "--out", str(run_dir)])
+                                 "--items", str(directory / "items.csv"),
+                                 "--annotations", str(directory / "annotations.csv"),
+                                 "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / "manifest.json").read_text())["content_cut"][
+        "annotations_held_back"] > 0
     return run_dir
 
 
