@@ -9,14 +9,45 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RELREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
-def require_shared(relative: str) -> Path:
-    """Path under the shared data folder; skip locally, fail in CI when it is missing."""
-    path = SHARED_DATA / relative
+def in_ci() -> bool:
+    """True when the environment variable CI says so ("true", as CI services set it; "1"/"yes")."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def require_shared(relative: str, root: Path | None = None) -> Path:
+    """Path under the shared data folder (``root``, default :data:`SHARED_DATA`).
+
+    Missing: skip for a developer without the data, but FAIL in CI (``CI=true``), where a
+    missing folder means the checkout is set up wrong and every real-data test would
+    otherwise pass silently as a skip.
+    """
+    path = Path(SHARED_DATA if root is None else root) / relative
     if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing: CI must run with ../shared beside the repo")
+        if in_ci():
+            pytest.fail(f"{path} is missing: CI (CI={os.environ.get('CI')!r}) must run with "
+                        "../shared/data beside the repo or RELREC_SHARED_DATA set",
+                        pytrace=False)
         pytest.skip(f"real data not found at {path}")
     return path
+
+
+def require_module(name: str):
+    """``pytest.importorskip(name)`` locally; in CI a missing optional package fails instead."""
+    if in_ci():
+        import importlib
+
+        try:
+            return importlib.import_module(name)
+        except ImportError as err:
+            pytest.fail(f"{name} is not importable in CI ({err}): install relrec[all]",
+                        pytrace=False)
+    return pytest.importorskip(name)
+
+
+@pytest.fixture(scope="session")
+def shared_data_helpers():
+    """``(require_shared, require_module)`` for tests (conftest is not importable by name)."""
+    return require_shared, require_module
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +71,16 @@ def _single_thread_torch():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_read_ledger(tmp_path_factory):
+    """Test reads made by the suite are counted in a ledger of its own, not the user's."""
+    path = tmp_path_factory.mktemp("ledger") / "test_reads.json"
+    previous = os.environ.get("RELREC_TEST_LEDGER")
+    os.environ["RELREC_TEST_LEDGER"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("RELREC_TEST_LEDGER", None)
+    else:
+        os.environ["RELREC_TEST_LEDGER"] = previous

@@ -188,7 +188,9 @@ def train(run_dir: Path = typer.Argument(...),
 @user_errors
 def evaluate(run_dir: Path = typer.Argument(...),
              as_json: bool = typer.Option(False, "--json", help="print JSON"),
-             split: str = typer.Option("test", help="test or valid"),
+             test: bool = typer.Option(False, "--test", help="score the sealed test period "
+                                       "(counted in the manifest and the test-read ledger); "
+                                       "default: validation"),
              peers: bool = typer.Option(True, "--peers/--no-peers",
                                         help="also score popularity and co-visitation"),
              bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
@@ -206,16 +208,19 @@ def evaluate(run_dir: Path = typer.Argument(...),
     for other in against or []:
         if not (other / "model").is_dir():
             raise InputError(f"{other}: no trained model (run `relrec train {other}` first)")
-    result = run_evaluation(run_dir, config.evaluate, split=split, include_peers=peers,
-                            against=against or [], content_blend=content_blend)
+    result = run_evaluation(run_dir, config.evaluate, split="test" if test else "valid",
+                            include_peers=peers, against=against or [],
+                            content_blend=content_blend)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    from relrec.evaluate.runner import metrics_table, paired_table
+    from relrec.evaluate.runner import interval_notes, metrics_table, paired_table
 
     console.print(metrics_table(result))
     if result["paired_differences"]:
         console.print(paired_table(result))
+    for line in interval_notes(result):
+        console.print(line)
 
 
 @app.command("tune-blend")
@@ -261,8 +266,9 @@ def tune_blend(run_dir: Path = typer.Argument(...),
 @user_errors
 def study(run_dir: Path = typer.Argument(...),
           name: str = typer.Argument("paper", help="paper (Tables I-III) or mtmh"),
-          split: str = typer.Option("test", help="split the table reports (selection "
-                                    "always uses validation)"),
+          test: bool = typer.Option(False, "--test", help="report the sealed test period "
+                                    "(counted; selection always uses validation); default: "
+                                    "validation"),
           epochs: Optional[int] = typer.Option(None, help="max epochs per variant"),
           system: Optional[list[str]] = typer.Option(None, help="only these rows"),
           peers: bool = typer.Option(True, "--peers/--no-peers"),
@@ -275,6 +281,7 @@ def study(run_dir: Path = typer.Argument(...),
         config.train.max_epochs = epochs
     if bootstrap is not None:
         config.evaluate.n_bootstrap = bootstrap
+    split = "test" if test else "valid"
     if name == "paper":
         from relrec.evaluate.study_paper import run_paper_study
 
@@ -288,6 +295,10 @@ def study(run_dir: Path = typer.Argument(...),
     elif name == "caviar":
         from relrec.evaluate.caviar_eval import run_caviar_study
 
+        if not test:
+            raise InputError("the CAViaR study trains its re-ranker on validation-period "
+                             "slates and scores it on test-period slates: pass --test "
+                             "(the read is counted)")
         result, _ = run_caviar_study(run_dir, config)
     else:
         raise ValueError(f"unknown study {name!r}: choose paper, mtmh or caviar")

@@ -71,8 +71,46 @@ def test_evaluate_json_has_intervals_for_model_and_peers(trained_run):
     assert model > metrics["systems"]["popularity"]["all"]["recall@50"]["value"]
     assert "recall@10" in metrics["paired_differences"]["model - covisitation"]["all"]
     manifest = json.loads((trained_run / "manifest.json").read_text())
-    assert manifest["evaluation_test"]["systems"]["model"]["all"]["recall@10"] == \
+    assert metrics["split"] == "valid" and metrics["test_reads"] is None  # sealed by default
+    assert "evaluation_test" not in manifest and "test_reads" not in manifest
+    assert manifest["evaluation_valid"]["systems"]["model"]["all"]["recall@10"] == \
         metrics["systems"]["model"]["all"]["recall@10"]
+    assert metrics["users"] == metrics["systems"]["model"]["all"]["counts"]["users"] > 0
+
+
+def test_test_period_reads_are_counted_in_the_manifest_and_a_ledger(trained_run, tmp_path,
+                                                                  monkeypatch):
+    import shutil
+
+    ledger = tmp_path / "ledger.json"
+    monkeypatch.setenv("RELREC_TEST_LEDGER", str(ledger))
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    for expected in (1, 2):
+        result = runner.invoke(app, ["evaluate", str(copy), "--test", "--no-peers",
+                                     "--bootstrap", "20"])
+        assert result.exit_code == 0, result.output
+        assert f"test period read {expected} time(s)" in " ".join(result.output.split())
+        assert "users" in result.output
+        manifest = json.loads((copy / "manifest.json").read_text())
+        assert manifest["test_reads"]["count"] == expected
+        assert manifest["test_reads"]["data_reads"] == expected
+    # another run folder of the same data and split (a fresh manifest) shares the ledger count
+    moved = tmp_path / "moved"
+    shutil.copytree(trained_run, moved)
+    result = runner.invoke(app, ["evaluate", str(moved), "--test", "--json", "--no-peers",
+                                 "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["test_reads"] == {"run": 1, "data": 3,
+                                                       "ledger": str(ledger)}
+    # the library refuses the test period unless it was opened (and counted)
+    from relrec.config import EvaluateConfig
+    from relrec.evaluate.evaluation import segment_pairs
+    from relrec.evaluate.sealed import SealedTestPeriod
+    from relrec.run import RunData
+
+    with pytest.raises(SealedTestPeriod, match="sealed"):
+        segment_pairs(RunData(trained_run), "test", EvaluateConfig())
 
 
 def test_export_and_recommend(trained_run, tmp_path):
@@ -132,8 +170,8 @@ def test_evaluate_against_another_run_is_paired_and_refuses_other_data(trained_r
     assert result.exit_code == 2 and "given twice" in result.output
 
     # a run whose held-out pairs differ is refused with a one-line error, not scored unpaired
-    test_pairs = other / "pairs" / "test_pairs.parquet"
-    pd.read_parquet(test_pairs).iloc[1:].to_parquet(test_pairs, index=False)
+    valid_pairs = other / "pairs" / "valid_pairs.parquet"
+    pd.read_parquet(valid_pairs).iloc[1:].to_parquet(valid_pairs, index=False)
     result = runner.invoke(app, ["evaluate", str(trained_run), "--bootstrap", "20",
                                  "--no-peers", "--against", str(other)])
     assert result.exit_code == 2

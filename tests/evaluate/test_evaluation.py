@@ -7,6 +7,7 @@ from relrec.config import EvaluateConfig, RunConfig
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
 from relrec.evaluate.bootstrap import bootstrap_interval
+from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
 from relrec.evaluate.metrics import recall_at_k, topic_match_rate_at_k
 from relrec.evaluate.peers import CoVisitation, Popularity
@@ -24,6 +25,7 @@ def prepared(tmp_path_factory):
 
 def test_point_estimates_equal_a_per_trigger_computation(prepared):
     config = EvaluateConfig(n_bootstrap=100, ks=[10])
+    open_test_period(prepared, "pytest")
     segments = segment_pairs(prepared, "test", config)
     segment = segments["all"]
     pairs = prepared.test_pairs[~prepared.test_pairs["cold"]]

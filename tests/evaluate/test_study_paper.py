@@ -20,6 +20,7 @@ from relrec.content.stage import write_content
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
 from relrec.evaluate.bootstrap import paired_bootstrap_difference
+from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
 from relrec.evaluate.metrics import popularity_masks, topic_match_rate_at_k
 from relrec.evaluate.study_paper import run_paper_study
@@ -47,6 +48,7 @@ def trained(planted_run):
     config = RunConfig()
     evaluate = EvaluateConfig(n_bootstrap=300)
     run = RunData(planted_run)
+    open_test_period(run, "pytest")
     segments = segment_pairs(run, "test", evaluate)
     out = {}
     for name, overrides in {"cf": {}, "mtl": {"w_sem": 100.0}}.items():

@@ -5,6 +5,7 @@ import pytest
 from relrec.config import EvaluateConfig, RunConfig
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
+from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.evaluate.peers import CoVisitation, Popularity
 from relrec.index.related import RelatedItems
@@ -32,6 +33,7 @@ def test_trained_model_recovers_planted_coengagement_better_than_popularity(synt
     run_dir, _ = synthetic_run
     run = RunData(run_dir)
     config = EvaluateConfig(n_bootstrap=200)
+    open_test_period(run, "pytest")
     segments = segment_pairs(run, "test", config)
     model = evaluate_system(run, RelatedItems.load(run_dir), "model", config, "test", segments)
     popularity = evaluate_system(run, Popularity().fit(run), "popularity", config, "test",
@@ -48,6 +50,7 @@ def test_covisitation_peer_is_scored_on_the_same_triggers(synthetic_run):
     run_dir, _ = synthetic_run
     run = RunData(run_dir)
     config = EvaluateConfig(n_bootstrap=50)
+    open_test_period(run, "pytest")
     segments = segment_pairs(run, "test", config)
     result = evaluate_system(run, CoVisitation().fit(run), "covisitation", config, "test",
                              segments)

@@ -21,7 +21,8 @@ from relrec.config import EvaluateConfig, RunConfig
 from relrec.evaluate.bootstrap import bootstrap_interval, paired_bootstrap_difference
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs, share_among_units
 from relrec.evaluate.metrics import PerTrigger, intra_list_diversity_at_k
-from relrec.evaluate.report import StudyResult, StudyRow, write_report
+from relrec.evaluate.report import split_notes, StudyResult, StudyRow, write_report
+from relrec.evaluate.sealed import open_test_period
 from relrec.manifest import atomic_write_json
 from relrec.run import RunData
 
@@ -122,6 +123,8 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
     from relrec.train.content_inputs import load_content
 
     run = RunData(run_dir)
+    # the re-ranker trains on validation-period slates, so it is scored on the test period
+    test_reads = open_test_period(run, "relrec study caviar")
     config = config or run.config
     if train or not reranker_dir(run_dir).exists():
         train_reranker(run_dir, model_name=model_name, slate_size=slate_size, epochs=epochs,
@@ -224,6 +227,7 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
     ]
     relevance = f"topic_match_rate@{page_size}" if run.has_topics else \
         f"content_similarity@{page_size}"
+    notes.extend(split_notes(segments, test_reads))
     result = StudyResult(name="caviar", split="test", reference=MAIN, rows=rows, notes=notes,
                          relevance_metric=relevance,
                          manifest=str(run.run_dir / "manifest.json"))

@@ -30,6 +30,7 @@ from relrec.evaluate.metrics import (PerTrigger, content_similarity_at_k, covera
                                      ndcg_at_k, novelty_at_k, popular_share_at_k,
                                      popularity_masks, recall_at_k, topic_jaccard_at_k,
                                      topic_match_rate_at_k)
+from relrec.evaluate.sealed import require_open
 from relrec.manifest import atomic_write_json
 from relrec.run import RunData
 
@@ -86,6 +87,13 @@ def share_among_units(metric: PerTrigger, segment: SegmentPairs) -> PerTrigger:
 
 
 def segment_pairs(run: RunData, split: str, config: EvaluateConfig) -> dict[str, SegmentPairs]:
+    """The held-out pairs of ``split`` ("valid" or "test") by segment. The test period is
+    sealed: it must have been opened (and counted) with
+    :func:`relrec.evaluate.sealed.open_test_period` first."""
+    if split not in {"valid", "test"}:
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    if split == "test":
+        require_open(run)
     pairs = run.test_pairs if split == "test" else run.valid_pairs
     top, bottom = popularity_masks(run.trigger_frequency, config.popular_top_fraction,
                                    config.unpopular_bottom_fraction, eligible=run.in_train)
@@ -118,7 +126,7 @@ def relevance_vectors(run: RunData) -> np.ndarray | None:
 
 
 def evaluate_system(run: RunData, system, name: str, config: EvaluateConfig,
-                    split: str = "test", segments: dict[str, SegmentPairs] | None = None,
+                    split: str = "valid", segments: dict[str, SegmentPairs] | None = None,
                     ) -> SystemEvaluation:
     segments = segments or segment_pairs(run, split, config)
     ks = sorted(config.ks)

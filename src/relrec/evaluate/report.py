@@ -36,6 +36,20 @@ class StudyRow:
     settings: dict = field(default_factory=dict)  # train config / peer parameters
 
 
+def split_notes(segments: dict, test_reads: dict | None) -> list[str]:
+    """Report lines saying how many users the intervals resample and how often test was read."""
+    from relrec.evaluate.evaluation import FEW_USERS_WARNING
+    from relrec.evaluate.sealed import reads_line
+
+    users = segments["all"].n_users
+    notes = [f"Intervals resample users: {users} users in the scored period"
+             + (f" (fewer than {FEW_USERS_WARNING}: wide, uncertain intervals)."
+                if users < FEW_USERS_WARNING else ".")]
+    if test_reads:
+        notes.append(reads_line(test_reads) + ".")
+    return notes
+
+
 @dataclass
 class StudyResult:
     name: str

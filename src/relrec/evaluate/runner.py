@@ -8,10 +8,11 @@ import numpy as np
 from rich.table import Table
 
 from relrec.config import EvaluateConfig
-from relrec.evaluate.evaluation import (evaluate_system, format_interval, paired_differences,
-                                        segment_pairs)
+from relrec.evaluate.evaluation import (FEW_USERS_WARNING, evaluate_system, format_interval,
+                                        paired_differences, segment_pairs)
 from relrec.evaluate.peers import CoVisitation, Popularity
 from relrec.errors import InputError
+from relrec.evaluate.sealed import include_in_read, open_test_period, reads_line
 from relrec.manifest import atomic_write_json, update_manifest
 
 
@@ -21,7 +22,7 @@ def _same_pairs(a: dict, b: dict) -> bool:
         for name in a for part in ("triggers", "trigger_row", "targets"))
 
 
-def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "test",
+def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "valid",
                    include_peers: bool = True,
                    against: list[str | Path] | tuple = (),
                    content_blend: float | None = None) -> dict:
@@ -35,6 +36,7 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "te
 
     model = RelatedItems.load(run_dir, content_blend=content_blend)
     run = model.run
+    test_reads = open_test_period(run, "relrec evaluate") if split == "test" else None
     segments = segment_pairs(run, split, config)
     systems = {"model": model}
     seen: set[Path] = set()
@@ -49,6 +51,8 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "te
             name = f"run:{resolved.parent.name}/{resolved.name}"
         if name in systems:
             name = f"run:{resolved}"
+        if split == "test":  # same test pairs (checked below): part of the same counted read
+            include_in_read(other.run)
         if other.run.n_items != run.n_items or not _same_pairs(
                 segment_pairs(other.run, split, config), segments):
             raise InputError(f"{other_dir}: not the same prepared data as {run_dir} "
@@ -70,6 +74,8 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "te
                                                   config, segments=("all",))
             for name in evaluations if name != "model"},
         "config": config.model_dump(mode="json"),
+        "users": segments["all"].n_users,
+        "test_reads": test_reads,
     }
     atomic_write_json(Path(run_dir) / "evaluation" / f"metrics_{split}.json", result)
     update_manifest(run_dir, f"evaluation_{split}", result)
@@ -79,8 +85,9 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "te
 def metrics_table(result: dict, segment: str = "all") -> Table:
     systems = result["systems"]
     metrics = [m for m in next(iter(systems.values()))[segment] if m not in {"counts"}]
-    table = Table(title=f"{result['split']} metrics ({segment} warm triggers), "
-                        "% with 95% bootstrap interval")
+    users = result.get("users")
+    table = Table(title=f"{result['split']} metrics ({segment} warm triggers, {users} users), "
+                        "% with 95% interval over users")
     table.add_column("metric")
     for name in systems:
         table.add_column(name)
@@ -94,7 +101,8 @@ def metrics_table(result: dict, segment: str = "all") -> Table:
 def paired_table(result: dict, segment: str = "all") -> Table:
     """model − each other system, paired bootstrap over the same triggers (percentage points)."""
     differences = result["paired_differences"]
-    table = Table(title=f"{result['split']}: paired differences, percentage points, 95% interval")
+    table = Table(title=f"{result['split']}: paired differences, percentage points, "
+                        "95% interval over users")
     table.add_column("metric")
     for name in differences:
         table.add_column(name)
@@ -104,3 +112,15 @@ def paired_table(result: dict, segment: str = "all") -> Table:
         table.add_row(metric, *[format_interval(d[segment][metric]) if metric in d.get(segment, {})
                                 else "-" for d in differences.values()])
     return table
+
+
+def interval_notes(result: dict) -> list[str]:
+    """Lines to print under the tables: few users, test reads."""
+    notes = []
+    users = result.get("users") or 0
+    if users < FEW_USERS_WARNING:
+        notes.append(f"warning: the {result['split']} period holds {users} users (< "
+                     f"{FEW_USERS_WARNING}); intervals resample users and are wide")
+    if result.get("test_reads"):
+        notes.append(reads_line(result["test_reads"]))
+    return notes

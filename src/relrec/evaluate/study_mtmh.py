@@ -14,7 +14,9 @@ from pathlib import Path
 
 from relrec.config import RunConfig
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
-from relrec.evaluate.report import ENGAGEMENT, RELEVANCE, StudyResult, StudyRow, write_report
+from relrec.evaluate.report import (ENGAGEMENT, RELEVANCE, split_notes, StudyResult, StudyRow,
+                                    write_report)
+from relrec.evaluate.sealed import open_test_period
 from relrec.run import RunData
 
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
@@ -101,7 +103,7 @@ def alpha_curve_plot(result: StudyResult, path: Path) -> Path:
 
 
 def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
-                   max_epochs: int | None = None, split: str = "test",
+                   max_epochs: int | None = None, split: str = "valid",
                    out_dir: str | Path | None = None, retrain: bool = False,
                    alphas=ALPHAS, progress: bool = False, peers: bool = True,
                    write: bool = True) -> StudyResult:
@@ -112,6 +114,7 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
     names = train_variants(run_dir, config, max_epochs=max_epochs, retrain=retrain,
                            progress=progress)
     evaluate_config = config.evaluate
+    test_reads = open_test_period(run, "relrec study mtmh") if split == "test" else None
     segments = segment_pairs(run, split, evaluate_config)
     systems: list[tuple[str, str, object, dict]] = []
     mtmh = RelatedItems.load(run_dir, model_name=names["mtmh"], content_blend=0.0)
@@ -152,6 +155,7 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
         "evaluation topics never enter it.",
         f"Training: {training}",
     ]
+    notes.extend(split_notes(segments, test_reads))
     result = StudyResult(name="mtmh", split=split, reference=REFERENCE, rows=rows,
                          curves={"alpha": [{"x": alpha, "system": f"MTMH α={alpha}"}
                                            for alpha in alphas]},

@@ -28,7 +28,8 @@ from relrec.config import RunConfig, TrainConfig
 from relrec.evaluate.evaluation import (evaluate_system, load_evaluation, paired_differences,
                                         save_evaluation, segment_pairs)
 from relrec.evaluate.peers import CoVisitation, ContentKNN, ImplicitALS, Item2Vec, Popularity
-from relrec.evaluate.report import StudyResult, StudyRow, write_report
+from relrec.evaluate.report import split_notes, StudyResult, StudyRow, write_report
+from relrec.evaluate.sealed import open_test_period
 from relrec.manifest import atomic_write_json, update_manifest
 from relrec.run import RunData
 from relrec.train.presets import resolve_train_config
@@ -102,7 +103,7 @@ def tuned_peers(run: RunData, config: RunConfig, progress: bool) -> tuple[list, 
     return chosen, choices
 
 
-def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "test",
+def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "valid",
                     fusion_ratio: float = 500, include_peers: bool = True,
                     systems: list[str] | None = None, progress: bool = True,
                     report_only: bool = False) -> StudyResult:
@@ -114,6 +115,7 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "tes
 
     run = RunData(run_dir)
     base = resolve_train_config(config.train, "cf")
+    test_reads = open_test_period(run, "relrec study paper") if split == "test" else None
     segments = segment_pairs(run, split, config.evaluate)
     valid_segments = segment_pairs(run, "valid", config.evaluate)
     rows, evaluations, notes, validation = [], {}, [], {}
@@ -199,6 +201,7 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "tes
     if choice is not None:
         notes.append(f"validation choice for the `full` preset: w_sem = {choice['w_sem']} "
                      f"({choice['rule']})")
+    notes.extend(split_notes(segments, test_reads))
     result = StudyResult(
         name="paper", split=split, reference=reference, rows=rows, curves=curves, notes=notes,
         relevance_metric="topic_match_rate@10" if run.has_topics else "content_similarity@10",
