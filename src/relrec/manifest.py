@@ -5,10 +5,12 @@ Every number a report shows is read from a manifest; writes are atomic (temp fil
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,10 +48,31 @@ def atomic_write_json(path: str | Path, payload: Any) -> None:
     atomic_write_bytes(path, json.dumps(payload, indent=2, sort_keys=False, default=str).encode())
 
 
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The git commit relrec runs from (``+dirty`` when its checkout has uncommitted changes),
+    so that every number in a manifest names the code that produced it; None outside git."""
+    package = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(package), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain",
+                                "--untracked-files=no", "--", "."],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def library_versions() -> dict[str, str]:
     import importlib.metadata as metadata
 
-    versions = {"python": platform.python_version()}
+    versions = {"python": platform.python_version(), "machine": platform.machine()}
+    commit = source_commit()
+    if commit:
+        versions["relrec_commit"] = commit
     for name in ("relrec", "torch", "numpy", "pandas", "pyarrow", "duckdb", "faiss-cpu",
                  "sentence-transformers"):
         try:
