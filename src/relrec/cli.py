@@ -78,6 +78,21 @@ def _set(section, **values):
 
 @app.command()
 @user_errors
+def download(name: str = typer.Argument("ml-latest-small",
+                                        help="official MovieLens set, e.g. ml-latest-small, "
+                                        "ml-100k, ml-1m"),
+             cache_dir: Optional[Path] = typer.Option(
+                 None, help="default: $RELREC_CACHE/datasets or ~/.cache/relrec/datasets")):
+    """Fetch a public MovieLens data set from its official site into the cache (once)."""
+    from relrec.data.movielens import download_movielens
+
+    with console.status(f"downloading {name}"):
+        directory = download_movielens(name, cache_dir)
+    console.print(f"{name}: {directory}  (relrec prepare --movielens {directory} --out RUN)")
+
+
+@app.command()
+@user_errors
 def prepare(
     out: Path = typer.Option(..., "--out", help="run directory to create"),
     interactions: Optional[Path] = typer.Option(None, help="interactions CSV/Parquet/JSONL"),

@@ -314,3 +314,18 @@ def test_download_movielens_failures_leave_no_partial_directory(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(InputError, match="invalid MovieLens dataset name"):
         download_movielens("../evil", cache_dir=tmp_path)
+
+
+def test_cli_download_fetches_into_the_cache(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from relrec.cli import app
+
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda url, timeout=None: FakeResponse(small_movielens_zip("ml-latest-small")))
+    result = CliRunner().invoke(app, ["download", "ml-latest-small", "--cache-dir",
+                                      str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cache" / "ml-latest-small" / "ratings.csv").is_file()
+    result = CliRunner().invoke(app, ["download", "../evil", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "invalid MovieLens dataset name" in result.output
