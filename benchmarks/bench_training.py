@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--items", type=int, default=9742)
     parser.add_argument("--sparse-id", choices=["both", "on", "off"], default="both")
+    parser.add_argument("--out", default=None, help="also write the results to this JSON file "
+                        "(commit it under benchmarks/results/)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,6 +118,12 @@ def main() -> None:
         results[1]["speedup_over_dense"] = round(results[1]["pairs_per_second"]
                                                  / results[0]["pairs_per_second"], 2)
     print(json.dumps(results, indent=2))
+    if args.out:
+        import datetime
+
+        Path(args.out).write_text(json.dumps(
+            {"date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
+             "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
