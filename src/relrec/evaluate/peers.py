@@ -2,6 +2,8 @@
 
 Each peer has ``fit(run)`` and ``similar_indices(trigger_indices, k) -> (scores, indices)``
 with the trigger excluded and -1 padding, like :class:`relrec.index.related.RelatedItems`.
+A peer that cannot be fitted on a run (too large, a missing input) raises :class:`PeerSkipped`
+with a note; :mod:`relrec.evaluate.peer_tuning` reports it as skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +12,18 @@ import numpy as np
 import scipy.sparse as sp
 
 from relrec.run import RunData
+
+# EASE keeps a dense item × item matrix: n² float64 while fitting (≈ 7.2 GB at 30 000 items,
+# plus a float32 copy of the weights); larger catalogues are skipped (PeerSkipped).
+EASE_MAX_ITEMS = 30_000
+
+
+class PeerSkipped(RuntimeError):
+    """A peer cannot be fitted on this run; ``note`` says why (reported, not an error)."""
+
+    def __init__(self, note: str):
+        super().__init__(note)
+        self.note = note
 
 
 def _pad_rows(rows: list[np.ndarray], k: int) -> np.ndarray:
@@ -193,3 +207,156 @@ class Item2Vec(_VectorKNN):
             ok[int(word)] = True
         self._build(vectors, ok & run.in_train)
         return self
+
+
+def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
+    """EASE item-item weights from the Gram matrix ``G = XᵀX`` (Steck, WWW 2019).
+
+    Solves ``min_B ||X − XB||²_F + λ||B||²_F  s.t.  diag(B) = 0`` in closed form:
+    ``P̂ = (XᵀX + λI)⁻¹`` and ``B̂ = I − P̂ · diagMat(1 ⊘ diag(P̂))``, i.e.
+    ``B̂_ij = −P̂_ij / P̂_jj`` off the diagonal and ``B̂_jj = 0``. Column ``j`` of ``B̂``
+    reconstructs item ``j`` from the others, so ``B̂[t, j]`` is the weight of ``t`` in
+    predicting ``j``. float64 throughout; returns a new array.
+    """
+    if l2 <= 0:
+        raise ValueError("l2 must be > 0")
+    gram = np.array(gram, dtype=np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    precision = np.linalg.inv(gram)
+    return _weights_from_precision(precision)
+
+
+def _weights_from_precision(precision: np.ndarray) -> np.ndarray:
+    """``B̂ = I − P̂ · diagMat(1 ⊘ diag(P̂))`` in place over ``precision``."""
+    diagonal = np.diag(precision).copy()
+    precision /= -diagonal[None, :]
+    precision[np.diag_indices_from(precision)] = 0.0
+    return precision
+
+
+def ease_weights_from_rows(rows: sp.csr_matrix, l2: float) -> np.ndarray:
+    """:func:`ease_weights` of ``G = XᵀX`` for a sparse ``X`` (m rows × n items).
+
+    With fewer rows than items (users × a large catalogue) ``P̂`` comes from the Woodbury
+    identity ``(XᵀX + λI)⁻¹ = (I − Xᵀ(XXᵀ + λI)⁻¹X) / λ``: an m × m inverse and two sparse
+    products instead of an n × n inverse. Same ``B̂`` up to rounding.
+    """
+    if l2 <= 0:
+        raise ValueError("l2 must be > 0")
+    rows = sp.csr_matrix(rows, dtype=np.float64)
+    n_rows, n_items = rows.shape
+    if n_rows >= n_items:
+        return ease_weights((rows.T @ rows).toarray(), l2)
+    small = (rows @ rows.T).toarray()
+    small[np.diag_indices_from(small)] += l2
+    small_inverse = np.linalg.inv(small)
+    left = np.asarray(rows.T @ small_inverse)  # Xᵀ(XXᵀ + λI)⁻¹, n × m dense
+    correction = np.asarray((rows.T @ left.T).T)  # left @ X, via a sparse @ dense product
+    del left
+    precision = -correction
+    del correction
+    precision[np.diag_indices_from(precision)] += 1.0
+    precision /= l2
+    return _weights_from_precision(precision)
+
+
+class EASE:
+    """EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019).
+
+    Closed-form item-item weights ``B̂ = I − P̂ · diagMat(1 ⊘ diag(P̂))`` with
+    ``P̂ = (XᵀX + λI)⁻¹`` (:func:`ease_weights`) over a binary ``X`` of the training period:
+    ``rows="users"`` — users × items from ``data/interactions.parquet`` (timestamps before
+    the manifest's ``split.valid_start``); ``rows="sessions"`` — training sessions × items
+    (``pairs/train_sessions.parquet``). Only items seen in training are columns.
+
+    The related list of trigger ``t`` ranks items ``j ≠ t`` by ``B̂[t, j]``, the weight of
+    ``t`` when reconstructing ``j``; items with a non-positive weight are left out and the
+    list is backfilled by popularity (like :class:`CoVisitation`), then padded with -1.
+    Catalogues of more than ``max_items`` training items (default :data:`EASE_MAX_ITEMS`,
+    read at fit time) raise :class:`PeerSkipped`.
+    """
+
+    def __init__(self, l2: float = 500.0, rows: str = "users", max_items: int | None = None):
+        if rows not in {"users", "sessions"}:
+            raise ValueError("rows must be 'users' or 'sessions'")
+        if l2 <= 0:
+            raise ValueError("l2 must be > 0")
+        self.l2, self.rows, self.max_items = float(l2), rows, max_items
+        self.name = f"ease_{rows}"
+
+    def _row_matrix(self, run: RunData, local_of: np.ndarray, n_local: int) -> sp.csr_matrix:
+        import pandas as pd
+
+        if self.rows == "users":
+            path = run.run_dir / "data" / "interactions.parquet"
+            if not path.exists():
+                raise PeerSkipped(f"{path}: missing (an out-of-core run keeps no interaction "
+                                  "log); EASE over users needs it")
+            frame = pd.read_parquet(path, columns=["user_id", "item_index", "timestamp"])
+            frame = frame[frame["timestamp"] < run.manifest["split"]["valid_start"]]
+        else:
+            path = run.run_dir / "pairs" / "train_sessions.parquet"
+            if not path.exists():
+                raise PeerSkipped(f"{path}: missing; EASE over sessions needs it")
+            frame = run.train_sessions
+        row_of = (pd.factorize(frame["user_id"])[0] if self.rows == "users" else
+                  frame.groupby(["user_id", "session_key"], sort=False).ngroup().to_numpy())
+        row_of = np.asarray(row_of, dtype=np.int64)
+        columns = local_of[frame["item_index"].to_numpy(np.int64)]
+        keep = columns >= 0
+        matrix = sp.csr_matrix(
+            (np.ones(int(keep.sum()), dtype=np.float64), (row_of[keep], columns[keep])),
+            shape=(int(row_of.max()) + 1 if len(row_of) else 0, n_local))
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0  # binary: an item engaged twice by a user counts once
+        return matrix
+
+    def fit(self, run: RunData) -> "EASE":
+        items = np.flatnonzero(run.in_train)
+        cap = EASE_MAX_ITEMS if self.max_items is None else int(self.max_items)
+        if len(items) > cap:
+            raise PeerSkipped(
+                f"EASE skipped: {len(items):,} training items > {cap:,} (EASE_MAX_ITEMS): "
+                f"a dense {len(items):,}² float64 inverse needs "
+                f"≈ {len(items) ** 2 * 8 / 1e9:.1f} GB")
+        local_of = np.full(run.n_items, -1, dtype=np.int64)
+        local_of[items] = np.arange(len(items))
+        matrix = self._row_matrix(run, local_of, len(items))
+        self.items_, self.local_of_ = items, local_of
+        self.weights_ = ease_weights_from_rows(matrix, self.l2).astype(np.float32)
+        self.popularity_ = Popularity().fit(run)
+        return self
+
+    def similar_indices(self, trigger_indices: np.ndarray, k: int, batch: int = 1024):
+        triggers = np.asarray(trigger_indices, dtype=np.int64)
+        _, fallback = self.popularity_.similar_indices(triggers, k)
+        ranked = np.full((len(triggers), k), -1, dtype=np.int64)
+        scores = np.full((len(triggers), k), -np.inf, dtype=np.float32)
+        local = self.local_of_[triggers]
+        n_local = len(self.items_)
+        take = min(k, n_local)
+        for start in range(0, len(triggers), batch):
+            rows = local[start: start + batch]
+            positions = start + np.flatnonzero(rows >= 0)
+            rows = rows[rows >= 0]
+            if len(rows) == 0 or take == 0:
+                continue
+            weights = self.weights_[rows]  # a copy (fancy indexing)
+            weights[weights <= 0] = -np.inf  # only items t helps to reconstruct
+            weights[np.arange(len(rows)), rows] = -np.inf  # never the trigger itself
+            top = np.argpartition(-weights, take - 1, axis=1)[:, :take]
+            values = np.take_along_axis(weights, top, axis=1)
+            order = np.lexsort((top, -values), axis=1)
+            top = np.take_along_axis(top, order, axis=1)
+            values = np.take_along_axis(values, order, axis=1)
+            finite = np.isfinite(values)
+            ranked[positions, :take] = np.where(finite, self.items_[top], -1)
+            scores[positions, :take] = np.where(finite, values, -np.inf)
+        short = np.flatnonzero((ranked < 0).any(axis=1))
+        for position in short:  # backfill by popularity (cold triggers, few positive weights)
+            chosen = ranked[position][ranked[position] >= 0]
+            extra = fallback[position][~np.isin(fallback[position], chosen)]
+            extra = extra[extra >= 0][: k - len(chosen)]
+            ranked[position, len(chosen): len(chosen) + len(extra)] = extra
+            scores[position, len(chosen): len(chosen) + len(extra)] = 0.0
+        return scores, ranked
