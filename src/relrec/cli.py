@@ -207,7 +207,8 @@ def evaluate(run_dir: Path = typer.Argument(...),
                                        "(counted in the manifest and the test-read ledger); "
                                        "default: validation"),
              peers: bool = typer.Option(True, "--peers/--no-peers",
-                                        help="also score popularity and co-visitation"),
+                                        help="also score the peers (popularity, co-visitation, "
+                                        "EASE, ALS, item2vec), each tuned on validation"),
              bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
              against: Optional[list[Path]] = typer.Option(
                  None, help="another run dir of the same prepared data: its model is scored "

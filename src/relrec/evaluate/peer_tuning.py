@@ -42,7 +42,7 @@ EASE_L2 = (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)
 GRIDS: dict[str, list[dict]] = {
     "covisitation": [{"normalization": "count"}, {"normalization": "cosine"}],
     "als": [{"factors": f, "regularization": r} for f in (16, 32, 64, 128) for r in (0.05, 0.5)],
-    "item2vec": [{"vector_size": 64, "window": w, "epochs": e} for w in (3, 10) for e in (10, 30)],
+    "item2vec": [{"vector_size": 64, "window": w, "epochs": e} for w in (3, 10) for e in (5, 10)],
     "ease_users": [{"l2": l2} for l2 in EASE_L2],
     "ease_sessions": [{"l2": l2} for l2 in EASE_L2],
 }

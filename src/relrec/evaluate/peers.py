@@ -176,7 +176,10 @@ class ImplicitALS(_VectorKNN):
         model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
                                         iterations=self.iterations, random_state=self.seed,
                                         num_threads=0)
-        model.fit(matrix, show_progress=False)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # implicit's own advice: its threads, not BLAS's
+            model.fit(matrix, show_progress=False)
         self._build(np.asarray(model.item_factors), run.in_train)
         return self
 

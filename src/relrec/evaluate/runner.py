@@ -10,7 +10,8 @@ from rich.table import Table
 from relrec.config import EvaluateConfig
 from relrec.evaluate.evaluation import (FEW_USERS_WARNING, evaluate_system, format_interval,
                                         paired_differences, segment_pairs)
-from relrec.evaluate.peers import CoVisitation, Popularity
+from relrec.evaluate.peer_tuning import tune_peers
+from relrec.evaluate.peers import Popularity
 from relrec.errors import InputError
 from relrec.evaluate.sealed import include_in_read, open_test_period, reads_line
 from relrec.manifest import atomic_write_json, update_manifest
@@ -58,9 +59,13 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "va
             raise InputError(f"{other_dir}: not the same prepared data as {run_dir} "
                              f"(its {split} pairs differ); --against needs runs of one split")
         systems[name] = other
+    peer_tuning = None
     if include_peers:
+        # peers get what relrec gets: hyper-parameters chosen on validation (cached per split)
         systems["popularity"] = Popularity().fit(run)
-        systems["covisitation"] = CoVisitation().fit(run)
+        tuned = tune_peers(run, config)
+        systems.update(tuned["systems"])
+        peer_tuning = tuned["record"]
     evaluations = {name: evaluate_system(run, system, name, config, split, segments)
                    for name, system in systems.items()}
     result = {
@@ -75,6 +80,7 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "va
             for name in evaluations if name != "model"},
         "config": config.model_dump(mode="json"),
         "users": segments["all"].n_users,
+        "peer_tuning": peer_tuning,
         "test_reads": test_reads,
     }
     atomic_write_json(Path(run_dir) / "evaluation" / f"metrics_{split}.json", result)
@@ -121,6 +127,12 @@ def interval_notes(result: dict) -> list[str]:
     if users < FEW_USERS_WARNING:
         notes.append(f"warning: the {result['split']} period holds {users} users (< "
                      f"{FEW_USERS_WARNING}); intervals resample users and are wide")
+    for family, record in (result.get("peer_tuning") or {}).get("families", {}).items():
+        if record.get("skipped"):
+            notes.append(f"{family}: skipped ({record['skipped']})")
+        else:
+            notes.append(f"{family}: {record['chosen']} chosen on validation recall@10 "
+                         f"({len(record['rows'])} settings, {record['source']})")
     if result.get("test_reads"):
         notes.append(reads_line(result["test_reads"]))
     return notes
