@@ -27,7 +27,9 @@ from rich.console import Console
 from relrec.config import RunConfig, TrainConfig
 from relrec.evaluate.evaluation import (evaluate_system, load_evaluation, paired_differences,
                                         save_evaluation, segment_pairs)
-from relrec.evaluate.peers import CoVisitation, ContentKNN, ImplicitALS, Item2Vec, Popularity
+from relrec.evaluate.peer_tuning import FAMILIES as PEER_FAMILIES
+from relrec.evaluate.peer_tuning import tune_peers
+from relrec.evaluate.peers import ContentKNN, Popularity
 from relrec.evaluate.report import split_notes, StudyResult, StudyRow, write_report
 from relrec.evaluate.sealed import open_test_period
 from relrec.manifest import atomic_write_json, update_manifest
@@ -73,33 +75,21 @@ def model_name_for(system: str) -> str:
 
 
 def tuned_peers(run: RunData, config: RunConfig, progress: bool) -> tuple[list, dict]:
-    """Fit each peer family's grid, keep the best validation recall@10."""
-    grids = {
-        "popularity": [Popularity()],
-        "covisitation": [CoVisitation("count"), CoVisitation("cosine")],
-        "als": [ImplicitALS(factors=f, regularization=reg) for f in (32, 64, 128)
-                for reg in (0.01, 0.1)],
-        "item2vec": [Item2Vec(vector_size=64, window=w, epochs=10) for w in (3, 10)],
-    }
-    valid_segments = segment_pairs(run, "valid", config.evaluate)
-    chosen, choices = [], {}
-    for family, candidates in grids.items():
-        best, best_recall, tried = None, -1.0, []
-        for peer in candidates:
-            peer.fit(run)
-            summary = evaluate_system(run, peer, family, config.evaluate, "valid",
-                                      {"all": valid_segments["all"]}).summary
-            recall = summary["all"]["recall@10"]["value"]
-            settings = {k: v for k, v in vars(peer).items() if not k.endswith("_")}
-            tried.append({"settings": settings, "valid_recall@10": recall})
-            if progress:
-                console.print(f"  peer {family} {settings}: valid recall@10 {recall:.4f}")
-            if recall > best_recall:
-                best, best_recall = peer, recall
-        chosen.append((family, best))
-        choices[family] = {"grid": tried,
-                           "chosen": {k: v for k, v in vars(best).items()
-                                      if not k.endswith("_")}}
+    """Popularity plus every peer family of :func:`relrec.evaluate.peer_tuning.tune_peers`
+    (each tuned on validation recall@10, cached per split): ``[(family, peer)]`` and, per
+    family, ``{"grid": [{"settings", "valid_recall@10"}], "chosen": settings}``."""
+    tuned = tune_peers(run, config.evaluate)
+    chosen = [("popularity", Popularity().fit(run)), *tuned["systems"].items()]
+    choices = {"popularity": {"grid": [], "chosen": {}}}
+    for family, record in tuned["record"]["families"].items():
+        if record.get("skipped"):
+            continue
+        choices[family] = {"grid": [{"settings": row["params"],
+                                     "valid_recall@10": row["recall@10"]}
+                                    for row in record["rows"]],
+                           "chosen": record["chosen"]}
+        if progress:
+            console.print(f"  peer {family}: {record['chosen']} chosen on validation")
     return chosen, choices
 
 
@@ -166,7 +156,7 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "val
     peer_choices = {}
     choices_path = rows_dir / "peer_choices.json"
     if include_peers:
-        families = ("popularity", "covisitation", "als", "item2vec")
+        families = ("popularity", *PEER_FAMILIES)
         cached = {family: load_evaluation(rows_dir / f"peer_{family}_{split}")
                   for family in families}
         if all(cached.values()) and choices_path.exists():
@@ -180,7 +170,7 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "val
                 save_evaluation(evaluations[family], rows_dir / f"peer_{family}_{split}")
             atomic_write_json(choices_path, peer_choices)
         for family in families:
-            if family in evaluations:
+            if family in evaluations and family in peer_choices:
                 rows.append(StudyRow(family, "peers", evaluations[family].summary,
                                      settings=peer_choices[family]["chosen"]))
     reference = "cf" if "cf" in evaluations else rows[0].system
@@ -239,7 +229,7 @@ def choose_operating_point(validation: dict, peer_choices: dict, evaluations: di
     recall@10 is at least the best peer's (so it can dominate every peer); if none reaches
     the best peer, the highest validation recall@10. Validation split only."""
     best_peer = max((max(entry["valid_recall@10"] for entry in choice["grid"])
-                     for choice in peer_choices.values()), default=None)
+                     for choice in peer_choices.values() if choice["grid"]), default=None)
     candidates = {name: metrics for name, metrics in validation.items()
                   if "topic_match_rate@10" in metrics}
     if not candidates:
