@@ -60,14 +60,19 @@ def test_full_preset_trains_with_text_visual_mtl_and_opc(content_run):
     labels = train["notes"]["semantic_labels"]
     assert 0 < labels["positive_share_of_pairs"] < 1 and labels["threshold"] > 0
     content = manifest["content"]
-    assert content["visual"]["items_with_content"] > 0
-    assert content["visual"]["items_without_content"] > 0  # missing posters are flagged
+    # every item with a poster file got a vector; every item without one is flagged
+    items = pd.read_parquet(content_run / "data" / "items.parquet")
+    with_poster = int((items["image"].notna() & (items["image"].astype(str) != "")).sum())
+    assert 0 < with_poster < len(items)
+    assert content["visual"]["items_with_content"] == with_poster
+    assert content["visual"]["items_without_content"] == len(items) - with_poster
     result = runner.invoke(app, ["evaluate", str(content_run), "--json", "--bootstrap", "20",
                                  "--no-peers"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     # content inputs give cold items an embedding: cold pairs are scored, not dropped
-    assert metrics["systems"]["model"]["cold"]["counts"]["pairs"] > 0
+    cold_pairs = manifest["pairs"]["valid_pairs_cold"]
+    assert metrics["systems"]["model"]["cold"]["counts"]["pairs"] == cold_pairs > 0
     assert "recall@10" in metrics["systems"]["model"]["cold"]
 
 

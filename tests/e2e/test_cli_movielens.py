@@ -48,10 +48,18 @@ def test_prepare_writes_manifest_and_tables(trained_run):
     manifest = json.loads((trained_run / "manifest.json").read_text())
     assert manifest["rows"]["items"] == 9742
     assert manifest["pairs"]["train_pairs_total"] > 10_000
-    assert manifest["pairs"]["test_pairs"] > 0
+    # the counts in the manifest are the rows of the tables written beside it
+    test_pairs = pq.read_table(trained_run / "pairs" / "test_pairs.parquet").num_rows
+    assert manifest["pairs"]["test_pairs"] == test_pairs > 1_000
     assert set(manifest["inputs"]) == {"interactions", "items"}
     assert len(manifest["inputs"]["interactions"]["sha256"]) == 64
-    assert manifest["train"]["best_epoch"] >= 0
+    # early stopping keeps the first epoch with the best validation recall (2 epochs run)
+    history = json.loads((trained_run / "model" / "training.json").read_text())["history"]
+    recalls = [record[f"valid_recall@{manifest['train']['early_stopping_k']}"]
+               for record in history]
+    assert manifest["train"]["epochs_run"] == len(history) == 2
+    assert manifest["train"]["best_epoch"] == recalls.index(max(recalls))
+    assert manifest["train"]["best_valid_recall"] == pytest.approx(max(recalls))
     assert (trained_run / "model" / "weights.safetensors").exists()
 
 
@@ -61,7 +69,9 @@ def test_evaluate_json_has_intervals_for_model_and_peers(trained_run):
     metrics = json.loads(result.output)
     for system in ("model", "popularity", "covisitation"):
         recall = metrics["systems"][system]["all"]["recall@10"]
-        assert recall["low"] <= recall["value"] <= recall["high"]
+        # a real interval: it holds the point estimate and has width (users are resampled)
+        assert recall["low"] <= recall["value"] <= recall["high"], (system, recall)
+        assert recall["high"] - recall["low"] > 0, (system, recall)
         for key in ("topic_match_rate@10", "popular_share@10", "novelty@10", "coverage@10",
                     "ndcg@100"):
             assert key in metrics["systems"][system]["all"]
@@ -69,7 +79,11 @@ def test_evaluate_json_has_intervals_for_model_and_peers(trained_run):
     # the trained model beats a constant popularity list on engagement
     model = metrics["systems"]["model"]["all"]["recall@50"]["value"]
     assert model > metrics["systems"]["popularity"]["all"]["recall@50"]["value"]
-    assert "recall@10" in metrics["paired_differences"]["model - covisitation"]["all"]
+    paired = metrics["paired_differences"]["model - covisitation"]["all"]["recall@10"]
+    model_10 = metrics["systems"]["model"]["all"]["recall@10"]["value"]
+    covisitation_10 = metrics["systems"]["covisitation"]["all"]["recall@10"]["value"]
+    assert paired["value"] == pytest.approx(model_10 - covisitation_10)
+    assert paired["low"] <= paired["value"] <= paired["high"] and paired["high"] > paired["low"]
     manifest = json.loads((trained_run / "manifest.json").read_text())
     assert metrics["split"] == "valid" and metrics["test_reads"] is None  # sealed by default
     assert "evaluation_test" not in manifest and "test_reads" not in manifest
@@ -164,6 +178,7 @@ def test_evaluate_against_another_run_is_paired_and_refuses_other_data(trained_r
     difference = metrics["paired_differences"]["model - run:other"]["all"]["recall@50"]
     assert difference["value"] == pytest.approx(mine - theirs)
     assert difference["low"] <= difference["value"] <= difference["high"]
+    assert difference["high"] - difference["low"] > 0  # two seeds' lists differ per user
 
     result = runner.invoke(app, ["evaluate", str(trained_run), "--no-peers", "--bootstrap", "20",
                                  "--against", str(other), "--against", str(other)])

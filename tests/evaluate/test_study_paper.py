@@ -116,7 +116,14 @@ def test_paper_study_writes_report_with_intervals(planted_run):
     for name in ("results.json", "report.md", "report.html", "tradeoff.png", "buckets.png"):
         assert (directory / name).stat().st_size > 0
     row = result.row("mtl 1:10")
-    assert row.paired_vs_reference["recall@10"]["low"] <= row.paired_vs_reference[
-        "recall@10"]["high"]
+    # the paired interval is of (row - cf) on the same users: it holds the difference of the
+    # two rows' point estimates and has width
+    difference = row.paired_vs_reference["recall@10"]
+    expected = (row.summary["all"]["recall@10"]["value"]
+                - result.row("cf").summary["all"]["recall@10"]["value"])
+    assert difference["value"] == pytest.approx(expected, abs=1e-9)
+    assert difference["low"] <= difference["value"] <= difference["high"], difference
+    assert difference["high"] - difference["low"] > 0, difference
+    assert result.row("cf").paired_vs_reference is None  # the reference is not paired with itself
     report = (directory / "report.md").read_text()
     assert "| mtl 1:10 |" in report and "[" in report

@@ -59,5 +59,17 @@ def test_preset_mtmh_trains_two_heads_with_a_unit_relevance_head(tmp_path):
     assert model.two_heads
     norms = np.linalg.norm(model.embeddings["relevance"], axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-4)
-    scores, indices, notes = model.related(np.arange(5), 10, alpha=0.3)
-    assert indices.shape == (5, 10) and (indices >= 0).all()
+    triggers = np.arange(5)
+    _, indices, notes = model.related(triggers, 10, alpha=0.3)
+    assert indices.shape == (5, 10) and (indices >= 0).all() and notes == []
+    _, engagement = model.similar_indices(triggers, 10, head="engagement")
+    _, relevance = model.similar_indices(triggers, 10, head="relevance")
+    for row, trigger in enumerate(triggers):
+        merged = indices[row].tolist()
+        assert len(set(merged)) == 10 and trigger not in merged
+        # α=0.3 mixes the heads: both heads' best items are in, nothing from outside them
+        assert engagement[row, 0] in merged and relevance[row, 0] in merged
+        assert set(merged) <= set(engagement[row]) | set(relevance[row])
+    # the ends of α are the heads themselves
+    np.testing.assert_array_equal(model.related(triggers, 10, alpha=1.0)[1], engagement)
+    np.testing.assert_array_equal(model.related(triggers, 10, alpha=0.0)[1], relevance)

@@ -55,4 +55,10 @@ def test_covisitation_peer_is_scored_on_the_same_triggers(synthetic_run):
     result = evaluate_system(run, CoVisitation().fit(run), "covisitation", config, "test",
                              segments)
     assert result.summary["all"]["counts"]["triggers"] == len(segments["all"].triggers)
-    assert result.summary["all"]["recall@10"]["value"] > 0
+    # the planted co-engagement is what co-visitation counts: it beats a popularity list
+    popularity = evaluate_system(run, Popularity().fit(run), "popularity", config, "test",
+                                 segments)
+    assert popularity.summary["all"]["counts"] == result.summary["all"]["counts"]
+    covisitation_recall = result.summary["all"]["recall@10"]
+    assert covisitation_recall["low"] > popularity.summary["all"]["recall@10"]["high"], (
+        covisitation_recall, popularity.summary["all"]["recall@10"])
