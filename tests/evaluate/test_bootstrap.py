@@ -130,8 +130,11 @@ def test_scale_10k_triggers_1000_resamples():
     m = _random_metric(10_000, 9)
     iv = bootstrap_interval(m, n_boot=1000, seed=0)
     assert iv.low < iv.value < iv.high
-    d = paired_bootstrap_difference(m, _random_metric(10_000, 10), n_boot=1000, seed=0)
-    assert d.low < d.high
+    other = _random_metric(10_000, 10)
+    d = paired_bootstrap_difference(m, other, n_boot=1000, seed=0)
+    # two independent draws of the same 30% rate: the difference interval holds 0 and the point
+    assert d.low < min(0.0, d.value) and max(0.0, d.value) < d.high
+    assert d.high - d.low < 0.03  # ~2 x 1.96 x sqrt(2 x 0.21 / 25,000 pairs) = 0.016
 
 
 # --------------------------------------------------------------------------- paired
@@ -182,7 +185,9 @@ def test_paired_keeps_triggers_included_in_either_system():
     b = PerTrigger(np.array([0.0, 0.0, 1.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0]))
     d = paired_bootstrap_difference(a, b, n_boot=300, seed=0)
     assert d.value == pytest.approx(2 / 3 - 2 / 4)
-    assert d.low <= d.high
+    # trigger 2 takes part (only b counts it): dropping it would make every resample's b
+    # rate 2/3 or a mix without b's hit at trigger 2, and the interval could not reach -1/3
+    assert d.low < d.value < d.high
 
 
 # --------------------------------------------------------------------------- properties
