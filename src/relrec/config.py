@@ -77,7 +77,13 @@ class TrainConfig(_Section):
     use_text: bool = False
     use_visual: bool = False
     id_dropout: float = Field(0.0, ge=0.0, le=1.0)
-    num_threads: int | None = None
+    num_threads: int | None = Field(
+        None, description="torch intra-op threads while training (None or 0: torch's current "
+        "setting); recorded in the manifest, part of what identical weights depend on")
+    deterministic: bool = Field(
+        True, description="torch.use_deterministic_algorithms (warn-only), no cuDNN autotuning, "
+        "a fixed cuBLAS workspace: the same data, config, versions, machine kind and threads "
+        "give bit-identical weights")
     sparse_id_gradients: bool | None = Field(
         None, description="sparse ID-table gradients with SparseAdam; None = above 100k items")
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$",

@@ -69,12 +69,13 @@ def source_commit() -> str | None:
 def library_versions() -> dict[str, str]:
     import importlib.metadata as metadata
 
-    versions = {"python": platform.python_version(), "machine": platform.machine()}
+    versions = {"python": platform.python_version(), "machine": platform.machine(),
+                "platform": platform.platform()}
     commit = source_commit()
     if commit:
         versions["relrec_commit"] = commit
     for name in ("relrec", "torch", "numpy", "pandas", "pyarrow", "duckdb", "faiss-cpu",
-                 "sentence-transformers"):
+                 "scipy", "safetensors", "sentence-transformers"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

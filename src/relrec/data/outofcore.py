@@ -12,8 +12,11 @@ Input: a Parquet file (or glob) with ``user_id, item_id, timestamp`` and optiona
 Output (a ``pairs/`` directory as in docs/ARCHITECTURE.md, plus ``item_map.parquet``):
 ``train_pairs.parquet`` (trigger_index, candidate_index, pair_count), ``valid_pairs.parquet``
 and ``test_pairs.parquet`` (trigger_index, target_index, cold, user_id), ``item_stats.parquet``
-(item_index, trigger_frequency, candidate_frequency, train_interactions, in_train). Rows are
-unordered (sorting a 100M-row result costs more than it is worth); the contents equal
+(item_index, trigger_frequency, candidate_frequency, train_interactions, in_train). Every
+table is written in a total order (item_map and item_stats by item_index, train_pairs by
+(trigger_index, candidate_index), held-out pairs by (user_id, trigger_index, target_index)),
+so the same log gives the same files whatever DuckDB's thread count, and item_stats rows are
+item indices (what :class:`relrec.run.RunData` reads positionally); the contents equal
 :func:`relrec.data.prepare.extract_pairs` on the same data (tested).
 
 Command line (used by ``benchmarks/bench_pairs_scaling.py``)::
@@ -177,8 +180,8 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
         SELECT item_id, CAST(ROW_NUMBER() OVER (ORDER BY item_id) - 1 AS BIGINT) AS item_index
         FROM (SELECT DISTINCT CAST(item_id AS VARCHAR) AS item_id FROM {source})""")
     n_items = int(connection.execute("SELECT COUNT(*) FROM item_map").fetchone()[0])
-    connection.execute(f"COPY item_map TO '{_sql_path(out_dir / 'item_map.parquet')}' "
-                       "(FORMAT parquet)")
+    connection.execute(f"COPY (SELECT * FROM item_map ORDER BY item_index) "
+                       f"TO '{_sql_path(out_dir / 'item_map.parquet')}' (FORMAT parquet)")
     lap("item_map")
 
     split = time_split_sql(connection, source, config.valid_fraction, config.test_fraction)
@@ -260,7 +263,8 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
     train_path = out_dir / "train_pairs.parquet"
     connection.execute(f"""
         COPY (SELECT trigger_index, candidate_index, CAST(SUM(pair_count) AS BIGINT) AS pair_count
-              FROM {partials('train_pairs')} GROUP BY trigger_index, candidate_index)
+              FROM {partials('train_pairs')} GROUP BY trigger_index, candidate_index
+              ORDER BY trigger_index, candidate_index)
         TO '{_sql_path(train_path)}' (FORMAT parquet)""")
     lap("train_pairs")
 
@@ -272,7 +276,8 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
     stats_sql = item_stats_sql("item_map", f"({item_frequency_sql(pairs_relation)})",
                                "train_items")
     connection.execute(f"""
-        COPY ({stats_sql}) TO '{_sql_path(out_dir / 'item_stats.parquet')}' (FORMAT parquet)""")
+        COPY ({stats_sql} ORDER BY m.item_index)
+        TO '{_sql_path(out_dir / 'item_stats.parquet')}' (FORMAT parquet)""")
     lap("item_stats")
 
     evaluation_counts = {}

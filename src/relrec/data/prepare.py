@@ -82,7 +82,8 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
         + training_pairs_sql("sessionized", config.window))
     train_pairs = connection.execute(
         "SELECT * FROM training_pairs ORDER BY trigger_index, candidate_index").df()
-    frequencies = connection.execute(item_frequency_sql("training_pairs")).df()
+    frequencies = connection.execute(
+        item_frequency_sql("training_pairs") + " ORDER BY item_index").df()
     # training sessions as ordered item sequences (item2vec and other sequence peers)
     train_sessions = connection.execute(
         "SELECT user_id, session_key, group_position, item_index FROM sessionized "

@@ -3,8 +3,10 @@ that resume after a kill, rich progress bars."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +106,56 @@ def config_fingerprint(payload: dict) -> str:
 
 
 SPARSE_ID_ITEMS = 100_000
+
+
+@contextlib.contextmanager
+def reproducible_torch(config: TrainConfig, device: torch.device):
+    """Thread count and deterministic kernels for one training run; yields the record of what
+    the weights' bits depend on besides the data and the config (the manifest keeps it).
+
+    ``config.num_threads`` fixes torch's intra-op threads (unset: the process's current
+    setting, recorded). ``config.deterministic`` turns on
+    ``torch.use_deterministic_algorithms`` (``warn_only``: an op without a deterministic kernel
+    warns instead of failing), disables cuDNN autotuning and, on CUDA, sets
+    ``CUBLAS_WORKSPACE_CONFIG`` (effective only if cuBLAS was not initialised earlier in the
+    process). The previous process-wide settings are restored on exit. Identical bits are
+    promised for the same data, config, library versions, machine kind (``cpu_capability``:
+    the vector kernels torch picked) and thread count."""
+    previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    if config.deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    record = {"seed": config.seed, "deterministic_algorithms": bool(config.deterministic),
+              "torch_threads": torch.get_num_threads(),
+              "torch_threads_from": "config" if config.num_threads else "torch default",
+              "torch_interop_threads": torch.get_num_interop_threads(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "device": str(device)}
+    try:  # validation recall (early stopping) searches with faiss' OpenMP threads
+        import faiss
+
+        record["faiss_threads"] = int(faiss.omp_get_max_threads())
+    except (ImportError, AttributeError):
+        pass
+    if device.type == "cuda":
+        record.update({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                       "gpu": torch.cuda.get_device_name(device),
+                       "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")})
+    try:
+        yield record
+    finally:
+        threads, enabled, warn_only, benchmark, cudnn_deterministic = previous
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        torch.backends.cudnn.deterministic = cudnn_deterministic
 
 
 class OptimizerGroup:
@@ -228,16 +280,21 @@ class Trainer:
                 int(metadata["stale"]))
 
     # -- the loop ---------------------------------------------------------------------------
-    def fit(self, tower: ItemTower, examples: TrainingExamples, *, known: np.ndarray,
-            eligible: np.ndarray, valid_triggers: np.ndarray, valid_targets: np.ndarray,
-            candidate_frequency: np.ndarray, fingerprint_payload: dict,
-            max_seconds: float | None = None) -> dict:
+    def fit(self, tower: ItemTower, examples: TrainingExamples, **arguments) -> dict:
+        """Train ``tower`` in place (see :meth:`_fit`) under :func:`reproducible_torch`; the
+        summary's ``determinism`` says what the result's bits depend on."""
+        device = resolve_device(self.config.device)
+        with reproducible_torch(self.config, device) as record:
+            summary = self._fit(tower, examples, device=device, **arguments)
+        return {**summary, "determinism": record}
+
+    def _fit(self, tower: ItemTower, examples: TrainingExamples, *, device: torch.device,
+             known: np.ndarray, eligible: np.ndarray, valid_triggers: np.ndarray,
+             valid_targets: np.ndarray, candidate_frequency: np.ndarray,
+             fingerprint_payload: dict, max_seconds: float | None = None) -> dict:
         config = self.config
         self.model_dir.mkdir(parents=True, exist_ok=True)
-        if config.num_threads:
-            torch.set_num_threads(config.num_threads)
         torch.manual_seed(config.seed)
-        device = resolve_device(config.device)
         tower.to(device)
         optimizer = self._optimizer(tower)
         log_q_table = (log_sampling_probability(torch.as_tensor(np.array(candidate_frequency)))
@@ -249,7 +306,8 @@ class Trainer:
         fingerprint = config_fingerprint({
             **fingerprint_payload,
             "train": config.model_dump(mode="json",
-                                       exclude={"max_epochs", "patience", "num_threads", "device"}),
+                                       exclude={"max_epochs", "patience", "num_threads", "device",
+                                                "deterministic"}),
             "optimizers": [type(single).__name__ for single in optimizer.optimizers]})
         resumed = self._load_checkpoint(tower, optimizer, fingerprint)
         start_epoch, best, best_state, stale = 0, {"epoch": -1, "recall": -1.0}, None, 0
