@@ -89,7 +89,7 @@ def evaluation_group_sizes_sql(next_item_pairs: str, max_target_group: int) -> s
                               trigger_index) AS group_size
         FROM ({next_item_pairs}) next_item
     )
-    SELECT CAST(user_id AS VARCHAR) AS user_id,
+    SELECT user_id,
            CAST(trigger_index AS BIGINT) AS trigger_index,
            CAST(target_index AS BIGINT) AS target_index,
            group_size > {int(max_target_group)} AS bulk

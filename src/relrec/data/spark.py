@@ -139,8 +139,9 @@ def write_pair_tables(spark, interactions: str, out_dir: str,
         finished = spark.sql(finished_evaluation_pairs_sql(
             next_item_pairs_sql("relrec_sessionized", period_code, config.eval_lookahead),
             "relrec_train_items", config.max_target_group))
-        finished.where("NOT bulk").drop("bulk").write.mode("overwrite").parquet(
-            f"{out}/{name}_pairs")
+        # the column order of prepare's held-out pairs
+        finished.where("NOT bulk").select("trigger_index", "target_index", "cold", "user_id"
+                                          ).write.mode("overwrite").parquet(f"{out}/{name}_pairs")
     return {"split": split.to_dict(), "out": out}
 
 
