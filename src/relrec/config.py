@@ -61,6 +61,9 @@ class TrainConfig(_Section):
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(2, ge=0, description="epochs without validation gain before stopping")
     early_stopping_k: int = Field(50, ge=1, description="validation recall@K drives early stopping")
+    keep_epoch: Literal["best", "last"] = Field(
+        "best", description="best: early stopping, the epoch with the best validation recall; "
+        "last: train max_epochs and keep the last (compare models at one training length)")
     seed: int = 0
     logq_correction: bool = False
     logq_strength: float = Field(

@@ -329,7 +329,7 @@ class Trainer:
             task = progress.add_task("train", total=config.max_epochs * batches_per_epoch,
                                      completed=start_epoch * batches_per_epoch, status="")
             for epoch in range(start_epoch, config.max_epochs):
-                if stale > config.patience:
+                if stale > config.patience and config.keep_epoch == "best":
                     break
                 tower.train()
                 torch.manual_seed(config.seed + epoch)
@@ -354,7 +354,7 @@ class Trainer:
                           f"valid_recall@{config.early_stopping_k}": recall,
                           "seconds": time.perf_counter() - started}
                 self.history.append(record)
-                if recall > best["recall"]:
+                if recall > best["recall"] or config.keep_epoch == "last":
                     best, stale = {"epoch": epoch, "recall": recall}, 0
                     best_state = {k: v.detach().clone() for k, v in tower.state_dict().items()}
                 else:
