@@ -26,6 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relrec.serve.bundle import BundleError, discard, last_good, record_last_good, stage_bundle
 from relrec.serve.engine import ServedModel, ServeError, default_text_encoder
+from relrec.serve.state_dir import clean_orphaned_staging, load_admin_state, lock_state_dir, \
+    save_admin_state
+from relrec.serve.limits import ConcurrencyLimits, RouteLabels
 
 log = logging.getLogger("relrec.serve")
 STATIC = Path(__file__).parent / "static"
@@ -50,7 +53,18 @@ class Settings:
     max_exclude: int = 1000
     max_body_bytes: int = 256 * 1024
     max_new_items: int = 100
+    max_added_items: int = 10_000         # items added at run time, in all (they persist)
+    max_precomputed_k: int = 1000         # rows per trigger of exported lists (n_items x K table)
     max_search_results: int = 50
+    # -- limits against expensive or slow clients (None / 0: off); see docs/SERVING.md
+    max_concurrent_requests: int | None = 64  # in flight at once (not /healthz, /readyz): 503
+    max_content_requests: int | None = 2      # /v1/related/by-content (the encoder) at once: 429
+    retry_after: int = 1                      # the Retry-After (seconds) of those 503 / 429
+    header_timeout: float | None = 10.0       # seconds to send a whole request, else closed
+    keep_alive_timeout: float = 5.0           # an idle kept-alive connection is closed after it
+    max_connections: int | None = 1000        # open connections; past it new ones closed at once
+    log_rate: int | None = 20                 # log records a second per logger and message
+    log_report_interval: float = 60.0         # how often the dropped log records are reported
     index_kind: str | None = None
     text_encoder_factory: Callable[[str], object] = default_text_encoder
     extra: dict = field(default_factory=dict)
@@ -244,8 +258,14 @@ class ServiceState:
             self.sources["compare"] = Path(settings.compare_dir)
         self.reload_lock = threading.Lock()
         self.blocklist: frozenset[str] = frozenset()
-        self.unavailable: frozenset[str] = frozenset()
-        self.added: tuple[dict, ...] = ()
+        # one server per state folder, before anything in it is read or written
+        if lock_state_dir(self.state_dir):
+            clean_orphaned_staging(self.state_dir)
+        # items added at run time and availability marks: persisted, re-applied at start
+        self.added, self.unavailable = load_admin_state(self.state_dir)
+        if self.added or self.unavailable:
+            log.info("re-applying %d added items and %d unavailable marks from %s",
+                     len(self.added), len(self.unavailable), self.state_dir)
         self.generation = 0
         self._banned_cache: dict = {}
         self.registry = CollectorRegistry()
@@ -259,11 +279,12 @@ class ServiceState:
         self.reloads = Counter("relrec_reloads_total", "bundle reloads", ["run", "outcome"],
                                registry=self.registry)
         self.ready = False
+        self.labels: RouteLabels | None = None  # set by create_app: labels from its routes
 
     def observe(self, scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        label = getattr(route, "path", None) or "unmatched"
-        self.requests.labels(scope.get("method", ""), label, str(status)).inc()
+        # closed label sets: route templates and known methods, else "other" (see limits.py)
+        label = self.labels.route(scope) if self.labels is not None else "other"
+        self.requests.labels(RouteLabels.method(scope), label, str(status)).inc()
         self.latency.labels(label).observe(seconds)
 
     # -- bundles ---------------------------------------------------------------------------
@@ -287,7 +308,8 @@ class ServiceState:
         model = ServedModel(name, staged, image_root=self._image_root(staged.source),
                             text_encoder_factory=self.settings.text_encoder_factory,
                             cache_dir=self.state_dir / "cache",
-                            index_kind=self.settings.index_kind)
+                            index_kind=self.settings.index_kind,
+                            max_precomputed_k=self.settings.max_precomputed_k)
         if model.image_root is None:  # the folder the run's images live in, when there is one
             import os
 
@@ -295,10 +317,63 @@ class ServiceState:
             if paths:
                 common = Path(os.path.commonpath(paths)).resolve()
                 model.image_root = common if common.is_dir() else common.parent
-        records = [r for r in self.added if r.get("_run", "all") in ("all", name)]
+        records = [r for r in self.added if r.get("_run", "all") in ("all", name)
+                   and r["item_id"] not in model.run.index_of_id]  # now in the catalogue
         if records:
-            model.extras, _ = model.with_extras(records)
+            try:
+                model.extras, _ = model.with_extras(records)  # one encoder batch
+            except Exception as error:  # noqa: BLE001 - the bundle itself still serves
+                log.error("%s: could not re-apply %d added items (%s); serving without them",
+                          name, len(records), getattr(error, "message", error))
         return model
+
+    def add_items(self, records: list[dict], names: list[str]) -> dict:
+        """Add or replace run-time items on ``names`` (under the reload lock); persisted in
+        the state folder before they are installed."""
+        kept = {r["item_id"]: r for r in self.added}
+        new = {r["item_id"] for r in records} - set(kept)
+        limit = self.settings.max_added_items
+        if len(kept) + len(new) > limit:
+            raise ServeError(409, "too_many_added_items",
+                             f"at most {limit} items can be added at run time "
+                             f"(max_added_items); {len(kept)} are, this request adds "
+                             f"{len(new)} new: retrain with them in the catalogue")
+        built = {}
+        result = {}
+        for name in names:
+            extras, paths = self.models[name].with_extras(records)
+            built[name] = extras
+            result[name] = {"added": [r["item_id"] for r in records],
+                            "content_path": sorted(set(paths)), "n_added_items": len(extras)}
+        kept.update({r["item_id"]: r for r in records})
+        unavailable = set(self.unavailable)
+        for record in records:
+            (unavailable.discard if record["available"] else unavailable.add)(record["item_id"])
+        self.persist(tuple(kept.values()), frozenset(unavailable))
+        for name, extras in built.items():
+            self.models[name].extras = extras  # one reference swap
+        self.generation += 1
+        return result
+
+    def set_available(self, item_ids: list[str], available: bool) -> None:
+        unavailable = set(self.unavailable)
+        if available:
+            unavailable -= set(item_ids)
+        else:
+            unavailable |= set(item_ids)
+        self.persist(self.added, frozenset(unavailable))
+        self.generation += 1
+
+    def persist(self, added: tuple[dict, ...], unavailable: frozenset[str]) -> None:
+        """Write the admin state atomically, then make it current; a failed write changes
+        nothing (507 JSON)."""
+        try:
+            save_admin_state(self.state_dir, added, unavailable)
+        except OSError as error:
+            raise ServeError(507, "state_not_saved",
+                             f"could not save the admin state in {self.state_dir}: "
+                             f"{error.strerror or error}; nothing changed") from None
+        self.added, self.unavailable = added, unavailable
 
     def _stage(self, name: str):
         precomputed = self.settings.precomputed if name == "main" else None
@@ -451,7 +526,11 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
                   description="Related-item lists: by item, session (up next), batch and content; "
                               "web explorer at /.")
     app.state.service = state
-    app.add_middleware(BodyLimitAndMetrics, state=state)
+    state.labels = RouteLabels(app.router)
+    app.add_middleware(ConcurrencyLimits, max_requests=s.max_concurrent_requests or None,
+                       pools={"/v1/related/by-content": s.max_content_requests or None},
+                       retry_after=s.retry_after)
+    app.add_middleware(BodyLimitAndMetrics, state=state)  # outermost: counts the refusals too
 
     # -- errors --------------------------------------------------------------------------
     @app.exception_handler(ServeError)
@@ -698,22 +777,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
                         raise ServeError(409, "item_exists",
                                          f"item {new.item_id!r} is already in the catalogue")
                 records.append(dict(new.model_dump(), _run=request.run))
-            result = {}
-            for name in names:
-                model = state.models[name]
-                extras, paths = model.with_extras(records)
-                model.extras = extras  # one reference swap
-                result[name] = {"added": [r["item_id"] for r in records],
-                                "content_path": sorted(set(paths)),
-                                "n_added_items": len(extras)}
-            kept = {r["item_id"]: r for r in state.added}
-            kept.update({r["item_id"]: r for r in records})
-            state.added = tuple(kept.values())
-            unavailable = set(state.unavailable)
-            for record in records:
-                (unavailable.discard if record["available"] else unavailable.add)(record["item_id"])
-            state.unavailable = frozenset(unavailable)
-            state.generation += 1
+            result = state.add_items(records, names)
         return {"runs": result}
 
     @app.post("/admin/availability", tags=["admin"], responses=ADMIN_ERRORS)
@@ -724,13 +788,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         if len(request.item_ids) > s.max_exclude:
             raise ServeError(422, "invalid_request", f"item_ids: at most {s.max_exclude}")
         with state.reload_lock:
-            unavailable = set(state.unavailable)
-            if request.available:
-                unavailable -= set(request.item_ids)
-            else:
-                unavailable |= set(request.item_ids)
-            state.unavailable = frozenset(unavailable)
-            state.generation += 1
+            state.set_available(request.item_ids, request.available)
         return {"unavailable": len(state.unavailable)}
 
     # -- explorer --------------------------------------------------------------------------

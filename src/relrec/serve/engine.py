@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from relrec.index.related import RelatedItems
-from relrec.serve.bundle import StagedBundle
+from relrec.serve.bundle import PRECOMPUTED_STAGED, BundleError, StagedBundle
 
 log = logging.getLogger("relrec.serve")
 
@@ -94,6 +94,26 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+@torch.no_grad()
+def tower_embeddings(tower, head: str, texts: np.ndarray | None, n: int) -> np.ndarray:
+    """The tower's embeddings of ``n`` new items: cold ID row + their texts (``None``: the
+    missing-text vector) + the missing visual vector; one batched forward pass."""
+    config = tower.config
+    parts = []
+    if config.use_id:
+        parts.append(tower.id_embedding(torch.full((n,), tower.out_of_vocabulary_row,
+                                                   dtype=torch.long)))
+    if config.text_dim:
+        if texts is None:
+            parts.append(tower.text_missing[None, :].expand(n, -1))
+        else:
+            parts.append(tower.text_projection(torch.as_tensor(texts, dtype=torch.float32)))
+    if config.visual_dim:
+        parts.append(tower.visual_missing[None, :].expand(n, -1))
+    shared = tower.shared(torch.cat(parts, dim=-1))
+    return tower._finish(tower.heads[head](shared)).detach().numpy()
+
+
 # -- items added at run time -----------------------------------------------------------------
 @dataclass(frozen=True)
 class ExtraItems:
@@ -102,6 +122,11 @@ class ExtraItems:
     records: tuple[dict, ...] = ()
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     text: np.ndarray | None = None  # normalised text vectors of the extras (when encoded)
+    positions: dict = field(default_factory=dict, compare=False)  # item id -> row
+
+    def __post_init__(self):
+        if len(self.positions) != len(self.ids):
+            object.__setattr__(self, "positions", {i: row for row, i in enumerate(self.ids)})
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -119,13 +144,16 @@ class Ranked:
 class ServedModel:
     def __init__(self, name: str, staged: StagedBundle, *, image_root: Path | None,
                  text_encoder_factory: Callable[[str], object] = default_text_encoder,
-                 cache_dir: Path | None = None, index_kind: str | None = None):
+                 cache_dir: Path | None = None, index_kind: str | None = None,
+                 max_precomputed_k: int = 1000):
         self.name = name
         self.staged = staged
         self.version = staged.version
+        self.max_precomputed_k = max_precomputed_k
         self.related = RelatedItems.load(staged.path, index_kind=index_kind)
         self.run = self.related.run
         self.source = staged.source
+        self._check_finite_embeddings()
         self.tower = self._load_tower()
         self.n_items = self.run.n_items
         self.image_root = image_root
@@ -152,11 +180,27 @@ class ServedModel:
         self.has_reranker = (staged.source / "rerank").is_dir()
 
     # -- loading ---------------------------------------------------------------------------
+    def _check_finite_embeddings(self) -> None:
+        """NaN / inf embeddings (broken weights) would be served as empty lists: refused."""
+        for head, vectors in self.related.embeddings.items():
+            bad = ~np.isfinite(vectors).all(axis=1)
+            if bad.any():
+                first = str(self.run.item_ids[int(np.flatnonzero(bad)[0])])
+                raise BundleError(
+                    f"{self.source}: the model gives non-finite embeddings (NaN/inf) for "
+                    f"{int(bad.sum())} of {len(bad)} items (head {head!r}, e.g. item "
+                    f"{first!r}): its weights are broken; retrain the run")
+
     def _load_tower(self):
         from relrec.model.tower import ItemTower
         from relrec.train.content_inputs import attach_content
 
         tower = ItemTower.load(self.staged.path / "model")
+        broken = [name for name, tensor in tower.state_dict().items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise BundleError(f"{self.source}: model weights hold non-finite values (NaN/inf) "
+                              f"in {', '.join(broken[:3])}: retrain the run")
         attach_content(tower, self.run)
         return tower
 
@@ -212,13 +256,7 @@ class ServedModel:
                                      "blend; export again")
             return
         frame = pd.read_parquet(self.staged.precomputed, columns=["trigger", "item", "rank", "score"])
-        lookup = pd.Series(np.arange(self.n_items), index=self.run.item_ids.astype(str))
-        trigger = lookup.reindex(frame["trigger"].astype(str)).to_numpy()
-        item = lookup.reindex(frame["item"].astype(str)).to_numpy()
-        valid = ~(np.isnan(trigger) | np.isnan(item))
-        trigger, item = trigger[valid].astype(np.int64), item[valid].astype(np.int64)
-        rank = frame["rank"].to_numpy(np.int64)[valid]
-        score = frame["score"].to_numpy(np.float32)[valid]
+        trigger, item, rank, score = self._validated_lists(frame)
         k = int(rank.max()) if len(rank) else 0
         indices = np.full((self.n_items, k), -1, np.int64)
         scores = np.full((self.n_items, k), -np.inf, np.float32)
@@ -229,6 +267,58 @@ class ServedModel:
         self.pre_has[trigger] = True
         self.pre_length = (indices >= 0).sum(axis=1)
         log.info("%s: precomputed lists for %d items (K=%d)", self.name, int(self.pre_has.sum()), k)
+
+    def _validated_lists(self, frame: pd.DataFrame):
+        """(trigger, item, rank, score) arrays of exported lists, or BundleError: every id
+        known, scores finite, each trigger's ranks exactly 1..n (no gap, no repeat) with no
+        item twice, and K within ``max_precomputed_k`` — checked before the (n_items, K)
+        tables are allocated (one absurd rank would size them)."""
+        where = f"exported lists ({PRECOMPUTED_STAGED})"
+        lookup = pd.Series(np.arange(self.n_items), index=self.run.item_ids.astype(str))
+        positions = {}
+        for column in ("trigger", "item"):
+            values = frame[column].astype(str)
+            found = lookup.reindex(values).to_numpy()
+            unknown = np.isnan(found)
+            if unknown.any():
+                shown = ", ".join(repr(v) for v in pd.unique(values[unknown])[:5])
+                raise BundleError(f"{where}: {int(unknown.sum())} rows name a {column} id that "
+                                  f"is not in the run's catalogue ({shown}): export again")
+            positions[column] = found.astype(np.int64)
+        trigger, item = positions["trigger"], positions["item"]
+        score = frame["score"].to_numpy(np.float64)
+        if not np.isfinite(score).all():
+            raise BundleError(f"{where}: {int((~np.isfinite(score)).sum())} scores are not "
+                              "finite (NaN/inf): export again")
+        raw_rank = frame["rank"].to_numpy()
+        if not np.issubdtype(raw_rank.dtype, np.integer):
+            raw_rank = raw_rank.astype(np.float64)
+            if not (np.isfinite(raw_rank).all() and (raw_rank == np.round(raw_rank)).all()):
+                raise BundleError(f"{where}: ranks must be whole numbers")
+        rank = raw_rank.astype(np.int64)
+        if len(rank):
+            order = np.lexsort((rank, trigger))
+            sorted_trigger, sorted_rank = trigger[order], rank[order]
+            starts = np.r_[0, np.flatnonzero(np.diff(sorted_trigger)) + 1]
+            group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+            expected = np.arange(len(order)) - group_start + 1
+            wrong = np.flatnonzero(sorted_rank != expected)
+            if len(wrong):
+                first = wrong[0]
+                raise BundleError(
+                    f"{where}: trigger {str(self.run.item_ids[sorted_trigger[first]])!r} has "
+                    f"rank {int(sorted_rank[first])} where rank {int(expected[first])} belongs: "
+                    "each trigger's ranks must run 1..n without gaps or repeats; export again")
+            pair = trigger * np.int64(self.n_items) + item
+            if len(np.unique(pair)) != len(pair):
+                raise BundleError(f"{where}: an item appears twice in one trigger's list")
+            k = int(rank.max())
+            if k > self.max_precomputed_k:
+                raise BundleError(
+                    f"{where}: K={k} rows per trigger is over max_precomputed_k="
+                    f"{self.max_precomputed_k} (the lookup table would hold n_items x K "
+                    "entries): export with a smaller --k or raise max_precomputed_k")
+        return trigger, item, rank, score.astype(np.float32)
 
     # -- info ------------------------------------------------------------------------------
     @property
@@ -261,11 +351,8 @@ class ServedModel:
         index = self.run.index_of_id.get(item_id)
         if index is not None:
             return index
-        extras = self.extras
-        try:
-            return self.n_items + extras.ids.index(item_id)
-        except ValueError:
-            return None
+        row = self.extras.positions.get(item_id)
+        return None if row is None else self.n_items + row
 
     def require_indices(self, item_ids: Sequence[str]) -> list[int]:
         indices, unknown = [], []
@@ -505,54 +592,58 @@ class ServedModel:
             self.text_vectors, self.text_ok = vectors, np.ones(self.n_items, bool)
             return self.text_vectors, self.text_ok
 
-    @torch.no_grad()
     def tower_embedding(self, text: np.ndarray | None) -> np.ndarray:
         """The tower's embedding of a new item: cold ID row + its text (+ missing visual)."""
-        tower = self.tower
-        config = tower.config
-        parts = []
-        if config.use_id:
-            parts.append(tower.id_embedding(torch.tensor([tower.out_of_vocabulary_row])))
-        if config.text_dim:
-            if text is None:
-                parts.append(tower.text_missing[None, :])
-            else:
-                parts.append(tower.text_projection(torch.as_tensor(text[None, :], dtype=torch.float32)))
-        if config.visual_dim:
-            parts.append(tower.visual_missing[None, :])
-        shared = tower.shared(torch.cat(parts, dim=-1))
-        return tower._finish(tower.heads[self.main_head](shared))[0].detach().numpy()
+        texts = None if text is None else np.asarray(text, np.float32)[None, :]
+        return tower_embeddings(self.tower, self.main_head, texts, 1)[0]
 
     def content_vector(self, record: dict) -> tuple[np.ndarray, np.ndarray, str]:
         """(model-space embedding, text vector, path) of a new item's metadata."""
+        embeddings, texts, path = self.content_vectors([record])
+        return embeddings[0], texts[0], path
+
+    def content_vectors(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray, str]:
+        """(model-space embeddings, text vectors, path) of new items' metadata: one encoder
+        call for all of them, then batched tower / nearest-neighbour arithmetic."""
         frame = pd.DataFrame([{"title": record.get("title") or "",
                                "description": record.get("description"),
-                               "tags": list(record.get("tags") or [])}])
-        text = self.encode_texts(item_text(frame))[0]
+                               "tags": list(record.get("tags") or [])} for record in records])
+        texts = self.encode_texts(item_text(frame))
         if self.tower.config.text_dim:
-            if len(text) != self.tower.config.text_dim:
+            if texts.shape[1] != self.tower.config.text_dim:
                 raise ServeError(422, "content_unavailable",
                                  "the text encoder's dimension does not match the model's")
-            return self.tower_embedding(text), text, "tower"
+            return tower_embeddings(self.tower, self.main_head, texts, len(texts)), texts, "tower"
         vectors, ok = self.catalogue_text()
-        if vectors.shape[1] != len(text):
+        if vectors.shape[1] != texts.shape[1]:
             raise ServeError(422, "content_unavailable",
                              "the text encoder's dimension does not match the catalogue's")
-        similarity = vectors @ text
-        similarity[~(ok & self.eligible)] = -np.inf
-        top = np.argsort(-similarity)[:10]
-        top = top[np.isfinite(similarity[top])]
-        # sharp weights: the new item sits near its closest text twins, not at the blurred
-        # centre of ten neighbours (which matches nothing well)
-        weights = np.exp((similarity[top] - similarity[top].max()) / 0.05)[:, None]
-        neighbours = self.embeddings[top]
-        direction = _normalise((weights * neighbours).sum(axis=0))
-        if self.tower.config.normalize:
-            return direction, text, "content_knn"
-        # raw inner-product models: a candidate's norm carries its popularity, so the new item
-        # takes its neighbours' typical norm (a plain average would shrink it and bury it)
-        norm = float((weights[:, 0] * np.linalg.norm(neighbours, axis=1)).sum() / weights.sum())
-        return direction * norm, text, "content_knn"
+        usable = ok & self.eligible
+        out = np.zeros((len(texts), self.embeddings.shape[1]), np.float32)
+        n_top = min(10, len(vectors))
+        for start in range(0, len(texts), 256):  # bounded memory: 256 x n_items similarities
+            similarity = texts[start:start + 256] @ vectors.T
+            similarity[:, ~usable] = -np.inf
+            top = np.argpartition(-similarity, n_top - 1, axis=1)[:, :n_top] \
+                if n_top < similarity.shape[1] else np.tile(np.arange(n_top), (len(similarity), 1))
+            top_similarity = np.take_along_axis(similarity, top, axis=1)
+            finite = np.isfinite(top_similarity)
+            best = np.where(finite, top_similarity, -np.inf).max(axis=1, keepdims=True)
+            # sharp weights: the new item sits near its closest text twins, not at the
+            # blurred centre of ten neighbours (which matches nothing well)
+            weights = np.where(finite, np.exp((np.where(finite, top_similarity, 0.0)
+                                               - np.where(np.isfinite(best), best, 0.0)) / 0.05),
+                               0.0)[:, :, None]
+            neighbours = self.embeddings[top]  # (chunk, n_top, dim)
+            direction = _normalise((weights * neighbours).sum(axis=1))
+            if not self.tower.config.normalize:
+                # raw inner-product models: a candidate's norm carries its popularity, so the
+                # new item takes its neighbours' typical norm (a plain average would bury it)
+                norm = (weights[:, :, 0] * np.linalg.norm(neighbours, axis=2)).sum(axis=1) \
+                    / np.maximum(weights[:, :, 0].sum(axis=1), 1e-12)
+                direction = direction * norm[:, None]
+            out[start:start + len(direction)] = direction
+        return out, texts, "content_knn"
 
     def rank_content(self, record: dict, k: int, banned: set[int]) -> tuple[list, list, str, np.ndarray]:
         embedding, text, path = self.content_vector(record)
@@ -573,23 +664,34 @@ class ServedModel:
         return indices, scores, path, text
 
     def with_extras(self, records: list[dict]) -> tuple[ExtraItems, list[str]]:
-        """A new extras snapshot with ``records`` added or replaced (not yet installed)."""
+        """A new extras snapshot with ``records`` added or replaced (not yet installed); their
+        texts are encoded in one batch (a reload re-applies thousands at once)."""
         current = self.extras
-        ids = list(current.ids)
-        stored = list(current.records)
-        embeddings = list(current.embeddings) if len(current) else []
-        texts = list(current.text) if current.text is not None and len(current) else []
-        paths = []
-        for record in records:
-            embedding, text, path = self.content_vector(record)
-            paths.append(path)
-            if record["item_id"] in ids:
-                position = ids.index(record["item_id"])
-                stored[position], embeddings[position], texts[position] = record, embedding, text
-            else:
+        if not records:
+            return current, []
+        new_embeddings, new_texts, path = self.content_vectors(records)
+        ids, stored = list(current.ids), list(current.records)
+        positions = dict(current.positions)
+        if len(current):
+            embeddings, texts = current.embeddings.copy(), current.text.copy()
+        else:
+            embeddings = np.zeros((0, new_embeddings.shape[1]), np.float32)
+            texts = np.zeros((0, new_texts.shape[1]), np.float32)
+        appended: list[int] = []  # rows of the new arrays, in the order they are appended
+        for row, record in enumerate(records):
+            position = positions.get(record["item_id"])
+            if position is None:
+                positions[record["item_id"]] = len(ids)
                 ids.append(record["item_id"])
                 stored.append(record)
-                embeddings.append(embedding)
-                texts.append(text)
-        return ExtraItems(tuple(ids), tuple(stored), np.stack(embeddings).astype(np.float32),
-                          np.stack(texts).astype(np.float32)), paths
+                appended.append(row)
+            elif position < len(current):
+                stored[position] = record
+                embeddings[position], texts[position] = new_embeddings[row], new_texts[row]
+            else:  # the same id twice in ``records``: the later one wins
+                stored[position] = record
+                appended[position - len(current)] = row
+        embeddings = np.concatenate([embeddings, new_embeddings[appended]]).astype(np.float32)
+        texts = np.concatenate([texts, new_texts[appended]]).astype(np.float32)
+        return ExtraItems(tuple(ids), tuple(stored), embeddings, texts, positions), \
+            [path] * len(records)
