@@ -173,12 +173,13 @@ class ImplicitALS(_VectorKNN):
             (np.full(len(train), self.alpha, dtype=np.float32),
              (user_rows, train["item_index"].to_numpy())), shape=(len(users), run.n_items))
         matrix.sum_duplicates()
-        model = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
-                                        iterations=self.iterations, random_state=self.seed,
-                                        num_threads=0)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1, "blas"):  # implicit's own advice: its threads, not BLAS's
+            model = AlternatingLeastSquares(factors=self.factors,
+                                            regularization=self.regularization,
+                                            iterations=self.iterations, random_state=self.seed,
+                                            num_threads=0)
             model.fit(matrix, show_progress=False)
         self._build(np.asarray(model.item_factors), run.in_train)
         return self
