@@ -426,6 +426,18 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
           watch: bool = typer.Option(False, "--watch", help="reload when the bundle files change"),
           max_k: int = typer.Option(200, min=1), max_batch: int = typer.Option(100, min=1),
           max_body_bytes: int = typer.Option(256 * 1024, min=1024),
+          max_concurrent_requests: int = typer.Option(
+              64, min=0, help="requests in flight at once, past it 503 (0: no limit)"),
+          max_content_requests: int = typer.Option(
+              2, min=0, help="by-content (encoder) calls at once, past it 429 (0: no limit)"),
+          header_timeout: float = typer.Option(
+              10.0, min=0, help="seconds a client has to send its request, else closed (0: off)"),
+          keep_alive_timeout: float = typer.Option(5.0, min=0.1, help="idle keep-alive seconds"),
+          max_connections: int = typer.Option(
+              1000, min=0, help="open connections; past it the longest idle one is closed "
+              "(0: only the open-file limit)"),
+          log_rate: int = typer.Option(
+              20, min=0, help="log records a second per message, the rest counted (0: all)"),
           log_level: str = typer.Option("info")):
     """HTTP service + web explorer (FastAPI/uvicorn); see src/relrec/serve."""
     from relrec.serve.server import run_server
@@ -433,7 +445,11 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
     run_server(run_dir, host=host, port=port, log_level=log_level, compare_dir=compare,
                precomputed=precomputed, use_precomputed=not exact, image_root=images,
                state_dir=state_dir, admin_token=admin_token, blocklist=blocklist, watch=watch,
-               max_k=max_k, max_batch=max_batch, max_body_bytes=max_body_bytes)
+               max_k=max_k, max_batch=max_batch, max_body_bytes=max_body_bytes,
+               max_concurrent_requests=max_concurrent_requests or None,
+               max_content_requests=max_content_requests or None,
+               header_timeout=header_timeout or None, keep_alive_timeout=keep_alive_timeout,
+               max_connections=max_connections or None, log_rate=log_rate or None)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -3,17 +3,94 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
+
+log = logging.getLogger("relrec.serve")
+
+
+def _descriptor_room(wanted: int | None) -> int | None:
+    """``wanted`` open connections, lowered to leave file descriptors for the process itself."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return wanted
+    room = max(16, soft - 128)
+    if wanted is None or wanted > room:
+        log.info("max connections %s lowered to %d (open-file limit %d)", wanted, room, soft)
+        return room
+    return wanted
+
+
+def build_server(app, settings, *, host: str = "127.0.0.1", port: int = 8000,
+                 log_level: str = "info", log_config="default", **uvicorn_options):
+    """The uvicorn server ``relrec serve`` runs: h11 with the header timeout and connection cap
+    of ``settings`` (``Settings``), its keep-alive timeout, no access log."""
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from relrec.serve.limits import guarded_h11_protocol
+
+    protocol = guarded_h11_protocol(settings.header_timeout,
+                                    _descriptor_room(settings.max_connections))
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            http=protocol, timeout_keep_alive=settings.keep_alive_timeout,
+                            timeout_graceful_shutdown=5,
+                            log_config=LOGGING_CONFIG if log_config == "default" else log_config,
+                            **uvicorn_options)
+    return uvicorn.Server(config)
+
+
+def install_log_rate_limit(limiter, loggers=("", "uvicorn", "uvicorn.error", "uvicorn.access")):
+    """Put ``limiter`` (a :class:`~relrec.serve.limits.LogRateLimit`) on the handlers of
+    ``loggers`` — root's and uvicorn's by default."""
+    for name in loggers:
+        for handler in logging.getLogger(name).handlers:
+            if limiter not in handler.filters:
+                handler.addFilter(limiter)
+
+
+def report_dropped_logs(limiter, every: float) -> threading.Event:
+    """A daemon thread reports the limiter's drops every ``every`` seconds; set the event to stop."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(every):
+            limiter.report()
+
+    threading.Thread(target=loop, daemon=True, name="relrec-log-report").start()
+    return stop
 
 
 def run_server(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
                log_level: str = "info", **settings) -> None:
-    import uvicorn
-
     from relrec.serve.app import Settings, create_app
+    from relrec.serve.limits import LogRateLimit
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(Settings(run_dir=Path(run_dir), **settings))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=5)
+    settings = Settings(run_dir=Path(run_dir), **settings)
+    limiter = LogRateLimit(settings.log_rate, settings.log_report_interval) \
+        if settings.log_rate else None
+    if limiter is not None:
+        install_log_rate_limit(limiter, loggers=("",))  # the loading logs too
+    app = create_app(settings)
+    server = build_server(app, settings, host=host, port=port, log_level=log_level)
+    if limiter is None:
+        return server.run()
+    install_log_rate_limit(limiter)  # uvicorn's handlers exist once its config is built
+    stop = report_dropped_logs(limiter, settings.log_report_interval)
+    shutdown = server.shutdown
+
+    async def shutdown_and_report(*args, **kwargs):
+        # here, not after run(): uvicorn re-raises SIGTERM once run() unwinds
+        await shutdown(*args, **kwargs)
+        stop.set()
+        limiter.report(force=True)
+
+    server.shutdown = shutdown_and_report
+    server.run()
