@@ -43,7 +43,7 @@ def user_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (RelrecError, FileNotFoundError, ValueError, KeyError) as error:
+        except (RelrecError, OSError, ValueError, KeyError) as error:
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
             error_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -98,7 +98,10 @@ def prepare(
     interactions: Optional[Path] = typer.Option(None, help="interactions CSV/Parquet/JSONL"),
     items: Optional[Path] = typer.Option(None, help="items CSV/Parquet/JSONL"),
     movielens: Optional[Path] = typer.Option(None, help="a MovieLens directory"),
-    images: Optional[Path] = typer.Option(None, help="folder of <item_id>.jpg posters"),
+    images: Optional[Path] = typer.Option(
+        None, help="the one folder item images/videos are read from (MovieLens: "
+        "<movieId>.jpg posters; generic: relative paths in the items file are taken under it, "
+        "local paths outside it are rejected; http(s) URLs are kept)"),
     annotations: Optional[Path] = typer.Option(
         None, help="dated item tags CSV/Parquet/JSONL (item_id,tag,timestamp[,user_id]); "
         "only those before the content cut enter the items' tags"),
@@ -109,6 +112,9 @@ def prepare(
     window: Optional[int] = typer.Option(None, help="following groups paired (default 3)"),
     valid_fraction: Optional[float] = typer.Option(None),
     test_fraction: Optional[float] = typer.Option(None),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="--out is an existing run: delete the whole run folder "
+        "(model, exports, evaluations) and prepare it anew"),
     config_path: Optional[Path] = ConfigOption,
 ):
     """Ingest and validate data, build sessions, pairs and the time split."""
@@ -120,7 +126,8 @@ def prepare(
     config = RunConfig.model_validate(config.model_dump())
     with console.status("preparing"):
         manifest = prepare_run(out, config, interactions=interactions, items=items,
-                               movielens=movielens, images=images, annotations=annotations)
+                               movielens=movielens, images=images, annotations=annotations,
+                               overwrite=overwrite)
     rejected = manifest["rejected"]
     console.print(f"[green]prepared[/green] {out}: {manifest['rows']['items']} items, "
                   f"{manifest['rows']['interactions']} interactions, "
@@ -165,9 +172,13 @@ def train(run_dir: Path = typer.Argument(...),
           logq: Optional[bool] = typer.Option(None, "--logq/--no-logq"),
           opc: Optional[bool] = typer.Option(None, "--opc/--no-opc"),
           device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N, mps or auto"),
+          restart: bool = typer.Option(False, "--restart", help="discard the model's training "
+                                       "checkpoint and train from the start"),
           config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
-    """Train the two-tower model of a preset; resumes from a checkpoint after a kill."""
-    from relrec.train.pipeline import train_run
+    """Train the two-tower model of a preset; resumes from a checkpoint after a kill or
+    Ctrl-C (run the same command again)."""
+    from relrec.train.pipeline import TrainingInterrupted, discard_checkpoint, \
+        interrupt_message, train_run
     from relrec.train.presets import resolve_train_config
     from relrec.train.trainer import resolve_device
 
@@ -189,7 +200,21 @@ def train(run_dir: Path = typer.Argument(...),
             console.print("full preset: no `relrec study RUN paper` yet; using the paper's 1:500")
     config.train = resolve_train_config(config.train, preset, overrides)
     resolve_device(config.train.device)  # an absent accelerator fails before any work
-    summary = train_run(run_dir, config, progress=progress)
+    if restart:
+        discarded = discard_checkpoint(run_dir)
+        console.print(f"--restart: discarded the checkpoint {discarded}" if discarded
+                      else "--restart: no checkpoint to discard")
+    try:
+        summary = train_run(run_dir, config, progress=progress)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: where it stopped, how to go on; 130
+        message = str(interrupt) if isinstance(interrupt, TrainingInterrupted) \
+            else interrupt_message(run_dir)
+        error_console.print(message, highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(130) from None
+    if summary.get("checkpoint_ignored"):
+        console.print(f"note: {summary['checkpoint_ignored']}", highlight=False)
+    elif summary.get("resumed_from_epoch") is not None:
+        console.print(f"resumed from the checkpoint at epoch {summary['resumed_from_epoch'] + 1}")
     console.print(f"[green]trained[/green] preset {config.train.preset}: best epoch "
                   f"{summary['best_epoch']}, validation recall@{summary['early_stopping_k']} "
                   f"{summary['best_valid_recall']:.4f} ({summary['seconds']:.0f}s)")
@@ -418,10 +443,21 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
           precomputed: Optional[Path] = typer.Option(
               None, help="exported related lists (default: RUN_DIR/export/related.parquet if present)"),
           exact: bool = typer.Option(False, "--exact", help="ignore exported lists; always the index"),
-          images: Optional[Path] = typer.Option(None, help="the only folder images are served from"),
+          images: Optional[Path] = typer.Option(
+              None, help="the only folder image files are served from (default: the run's "
+              "images folder, from prepare --images)"),
           state_dir: Optional[Path] = typer.Option(None, help="snapshots (default RUN_DIR/serve_state)"),
-          admin_token: Optional[str] = typer.Option(None, envvar="RELREC_ADMIN_TOKEN",
-                                                    help="enables /admin/* (Bearer token)"),
+          admin_token: Optional[str] = typer.Option(
+              None, envvar="RELREC_ADMIN_TOKEN",
+              help="enables /admin/* (Bearer token, at least 32 characters)"),
+          ssl_keyfile: Optional[Path] = typer.Option(None, help="TLS private key (PEM)"),
+          ssl_certfile: Optional[Path] = typer.Option(None, help="TLS certificate (PEM)"),
+          insecure_admin: bool = typer.Option(
+              False, "--insecure-admin",
+              help="allow /admin/* on a non-loopback host without TLS (token in clear)"),
+          allow_model_download: bool = typer.Option(
+              False, "--allow-model-download",
+              help="let the run's text model be downloaded (default: local models only)"),
           blocklist: Optional[Path] = typer.Option(None, help="item ids never recommended, one a line"),
           watch: bool = typer.Option(False, "--watch", help="reload when the bundle files change"),
           max_k: int = typer.Option(200, min=1), max_batch: int = typer.Option(100, min=1),
@@ -442,7 +478,9 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
     """HTTP service + web explorer (FastAPI/uvicorn); see src/relrec/serve."""
     from relrec.serve.server import run_server
 
-    run_server(run_dir, host=host, port=port, log_level=log_level, compare_dir=compare,
+    run_server(run_dir, host=host, port=port, log_level=log_level, ssl_keyfile=ssl_keyfile,
+               ssl_certfile=ssl_certfile, insecure_admin=insecure_admin,
+               allow_model_download=allow_model_download, compare_dir=compare,
                precomputed=precomputed, use_precomputed=not exact, image_root=images,
                state_dir=state_dir, admin_token=admin_token, blocklist=blocklist, watch=watch,
                max_k=max_k, max_batch=max_batch, max_body_bytes=max_body_bytes,

@@ -41,7 +41,7 @@ def content_run(movielens_small_dir, posters_dir, tmp_path_factory):
     result = runner.invoke(app, ["prepare", "--interactions", str(directory / "interactions.csv"),
                                  "--items", str(directory / "items.csv"),
                                  "--annotations", str(directory / "annotations.csv"),
-                                 "--out", str(run_dir)])
+                                 "--images", str(posters_dir), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert json.loads((run_dir / "manifest.json").read_text())["content_cut"][
         "annotations_held_back"] > 0

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from relrec.cli import app as cli_app
 
-ADMIN_TOKEN = "test-token-123"
+ADMIN_TOKEN = "test-token-123-0123456789abcdef-xyz"  # the service wants >= 32 characters
 
 
 class HashingTextEncoder:
@@ -60,10 +60,11 @@ def serve_subset(movielens_small_dir, posters_dir, tmp_path_factory):
     return directory
 
 
-def _train(subset: Path, run_dir: Path, seed: int) -> Path:
+def _train(subset: Path, run_dir: Path, seed: int, images: Path) -> Path:
     runner = CliRunner()
     result = runner.invoke(cli_app, ["prepare", "--interactions", str(subset / "interactions.csv"),
-                                     "--items", str(subset / "items.csv"), "--out", str(run_dir)])
+                                     "--items", str(subset / "items.csv"), "--images", str(images),
+                                     "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli_app, ["train", str(run_dir), "--preset", "cf", "--epochs", "1",
                                      "--seed", str(seed), "--no-progress"])
@@ -72,10 +73,11 @@ def _train(subset: Path, run_dir: Path, seed: int) -> Path:
 
 
 @pytest.fixture(scope="session")
-def serve_runs(serve_subset, tmp_path_factory):
+def serve_runs(serve_subset, posters_dir, tmp_path_factory):
     """(run A, run B): the same data, two seeds — a baseline and a 'new model'."""
     root = tmp_path_factory.mktemp("serve-runs")
-    return _train(serve_subset, root / "a", 0), _train(serve_subset, root / "b", 1)
+    return (_train(serve_subset, root / "a", 0, posters_dir),
+            _train(serve_subset, root / "b", 1, posters_dir))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-AUTH = {"Authorization": "Bearer test-token-123"}
+AUTH = {"Authorization": "Bearer test-token-123-0123456789abcdef-xyz"}
 
 
 def assert_error(response, status, fragment=""):
@@ -59,9 +59,11 @@ def test_unknown_items_and_routes_are_404_json(client):
     ("/v1/related/by-content", {}, 422, "title"),
     ("/v1/related/by-content", {"title": ""}, 422, "title"),
     ("/v1/related/by-content", {"title": "x", "tags": "a|b"}, 422, "tags"),
-    ("/v1/related/by-content", {"title": "x", "image": "/etc/passwd"}, 422, "image folder"),
-    ("/v1/related/by-content", {"title": "x", "image": "../x.jpg"}, 422, "image"),
-    ("/v1/related/by-content", {"title": "x", "image": "nope.jpg"}, 422, "not found"),
+    ("/v1/related/by-content", {"title": "x", "image": "/etc/passwd"}, 422, "server-side paths"),
+    ("/v1/related/by-content", {"title": "x", "image": "../x.jpg"}, 422, "server-side paths"),
+    ("/v1/related/by-content", {"title": "x", "image": "nope.jpg"}, 422, "server-side paths"),
+    ("/v1/related/by-content", {"title": "x", "image_base64": "%%"}, 422, "base64"),
+    ("/v1/related/by-content", {"title": "x", "image_item_id": "nope"}, 404, "unknown"),
     ("/v1/related/by-content", {"title": "x", "k": 1000}, 422, "at most 100"),
 ])
 def test_bad_bodies(client, path, body, status, fragment):
@@ -144,7 +146,8 @@ json_value = st.recursive(
     lambda children: st.one_of(st.lists(children, max_size=4),
                                st.dictionaries(text, children, max_size=4)), max_leaves=12)
 body_field = st.sampled_from(["item_ids", "items", "k", "alpha", "diversify", "exclude", "run",
-                              "mode", "title", "description", "tags", "image", "x"])
+                              "mode", "title", "description", "tags", "image",
+                              "image_base64", "image_item_id", "x"])
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from relrec.serve.app import create_app
 from relrec.serve.bundle import BundleError, stage_bundle
 
-AUTH = {"Authorization": "Bearer test-token-123"}
+AUTH = {"Authorization": "Bearer test-token-123-0123456789abcdef-xyz"}
 
 
 

@@ -8,6 +8,7 @@ image or a video) is dropped with a note in the manifest, never an error.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from relrec.config import ContentConfig
 from relrec.manifest import update_manifest
@@ -33,7 +34,14 @@ def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *
     if missing:
         from relrec.content.embed import embed_items
 
-        computed = embed_items(run.items, config, modalities=tuple(missing), progress=progress)
+        items = run.items
+        if "visual" in missing:
+            items, refused = media_inside_images_folder(items, run.manifest)
+            if refused:
+                notes["visual_media_refused"] = (
+                    f"{refused} image/video values not read: outside the run's images folder "
+                    "(symlinks resolved), no images folder recorded, or a URL (never fetched)")
+        computed = embed_items(items, config, modalities=tuple(missing), progress=progress)
         for modality, (vectors, ok) in computed.items():
             vectors_path, ok_path = content_path(run.run_dir, modality)
             vectors_path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +63,31 @@ def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *
                 manifest_content[key] = value
         run.manifest = update_manifest(run.run_dir, "content", manifest_content)
     return available
+
+
+def media_inside_images_folder(items: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, int]:
+    """``items`` with every ``image`` / ``video`` that is not a file inside the run's images
+    folder (``inputs.images.path``, symlinks resolved; see :mod:`relrec.media`) set to None —
+    so ``embed`` never reads a file outside it and never fetches a URL — and how many were
+    removed."""
+    from relrec.media import images_folder, inside_folder
+
+    folder = images_folder(manifest)
+    items = items.copy()
+    refused = 0
+    for column in ("image", "video"):
+        if column not in items.columns:
+            continue
+        kept = []
+        for value in items[column].to_numpy(dtype=object):
+            if not isinstance(value, str) or not value:
+                kept.append(None)
+                continue
+            inside = inside_folder(value, folder)
+            refused += inside is None
+            kept.append(None if inside is None else str(inside))
+        items[column] = kept
+    return items, refused
 
 
 def write_content(run: RunData, modality: str, vectors: np.ndarray, ok: np.ndarray | None = None,

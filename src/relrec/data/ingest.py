@@ -36,6 +36,7 @@ __all__ = [
     "read_table",
     "load_interactions",
     "load_items",
+    "restrict_media",
     "filter_unknown_items",
     "finalize",
     "parse_timestamps",
@@ -564,7 +565,8 @@ def _interactions_from_text_frame(frame: pd.DataFrame, row_numbers: np.ndarray,
 
 
 def load_items(source: str | Path | pd.DataFrame, rejected: RejectedRows, *,
-               name: str | None = None) -> pd.DataFrame:
+               name: str | None = None, media_folder: str | Path | None = None,
+               restrict_media: bool = False) -> pd.DataFrame:
     """Load and validate item metadata.
 
     Required columns ``item_id`` and ``title``; optional ``description``, ``tags``, ``topics``,
@@ -577,16 +579,68 @@ def load_items(source: str | Path | pd.DataFrame, rejected: RejectedRows, *,
       kept; for a DataFrame source paths are kept as given).
     * An empty title is allowed (``""``). A row with an empty ``item_id`` is dropped
       (``"null"``); a repeated ``item_id`` keeps its first row (``"duplicate"``).
+    * ``media_folder`` / ``restrict_media`` (what ``prepare`` uses; see :mod:`relrec.media`):
+      media may only be http(s) URLs or files inside ``media_folder`` (relative paths are
+      taken under it, symlinks are resolved before the check). Any other value — a path
+      outside the folder, a local path with no folder, another URL scheme — is recorded in
+      ``rejected`` (file, row, column ``image``/``video``) and the item is kept without it.
 
     Returns columns ``item_id, title, description, tags, topics, image, video, source_row``.
     """
     frame, row_numbers, label, base_dir = _resolve_source(source, name, "items")
-    return _items_from_text_frame(frame, row_numbers, rejected, label, base_dir)
+    return _items_from_text_frame(frame, row_numbers, rejected, label, base_dir,
+                                  media_folder=media_folder,
+                                  restrict_media=restrict_media or media_folder is not None)
+
+
+def _media_decision(value: str | None, column: str, folder: Path | None
+                    ) -> tuple[str | None, str | None]:
+    """(value kept or None, reject reason or None) of one media value under the folder rule."""
+    from relrec.media import inside_folder, is_http_url, is_url
+
+    if value is None or value == "":
+        return None, None
+    if is_http_url(value):
+        return value, None
+    if is_url(value):
+        return None, f"{column} URL not http(s)"
+    if folder is None:
+        return None, f"local {column} path without an images folder (--images)"
+    inside = inside_folder(value, folder)
+    if inside is None:
+        return None, f"{column} outside the images folder"
+    return str(inside), None
+
+
+def restrict_media(items: pd.DataFrame, folder: str | Path | None, rejected: RejectedRows,
+                   label: str) -> pd.DataFrame:
+    """Apply the media rule of :mod:`relrec.media` to loaded items (``image``, ``video``):
+    refused values are recorded in ``rejected`` (with the items' ``source_row``) and set to
+    None; kept local paths are returned resolved."""
+    from relrec.media import resolve_folder
+
+    folder = resolve_folder(folder)
+    items = items.copy()
+    rows = items["source_row"].to_numpy() if "source_row" in items else \
+        np.arange(2, len(items) + 2)
+    for column in ITEM_MEDIA_COLUMNS:
+        if column not in items.columns:
+            continue
+        kept = []
+        for value, row in zip(items[column].to_numpy(dtype=object), rows):
+            result, reason = _media_decision(value if isinstance(value, str) else None,
+                                             column, folder)
+            if reason is not None:
+                rejected.add(label, int(row), column, reason, value)
+            kept.append(result)
+        items[column] = pd.Series(kept, index=items.index, dtype=object)
+    return items
 
 
 def _items_from_text_frame(frame: pd.DataFrame, row_numbers: np.ndarray,
-                           rejected: RejectedRows, label: str, base_dir: Path | None
-                           ) -> pd.DataFrame:
+                           rejected: RejectedRows, label: str, base_dir: Path | None, *,
+                           media_folder: str | Path | None = None,
+                           restrict_media: bool = False) -> pd.DataFrame:
     """Validate a text frame (see :func:`load_items`) with known row numbers."""
     _require_columns(frame, ITEM_REQUIRED_COLUMNS, label)
     item_ids = _text_column(frame, "item_id")
@@ -616,8 +670,19 @@ def _items_from_text_frame(frame: pd.DataFrame, row_numbers: np.ndarray,
         if column not in frame.columns:
             return pd.Series([None] * n_items, dtype=object)
         values = _text_column(frame, column).to_numpy(dtype=object)
-        return pd.Series([_resolve_media_path(value, base_dir) for value in values],
-                         dtype=object)
+        if not restrict_media:
+            return pd.Series([_resolve_media_path(value, base_dir) for value in values],
+                             dtype=object)
+        from relrec.media import resolve_folder
+
+        folder = resolve_folder(media_folder)
+        kept = []
+        for value, row in zip(values, row_numbers):
+            result, reason = _media_decision(value, column, folder)
+            if reason is not None:
+                rejected.add(label, int(row), column, reason, value)
+            kept.append(result)
+        return pd.Series(kept, dtype=object)
 
     return pd.DataFrame({
         "item_id": item_ids.astype(str),

@@ -11,6 +11,7 @@ time split of the interactions (:attr:`PrepareConfig.content_cut`).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,8 +240,13 @@ def write_prepared_run(run_dir: str | Path, interactions: pd.DataFrame, items: p
 
 def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
                 interactions=None, items=None, movielens: str | Path | None = None,
-                images: str | Path | None = None, annotations=None) -> dict:
+                images: str | Path | None = None, annotations=None,
+                overwrite: bool = False) -> dict:
     """Ingest + validate + pairs → RUN_DIR. Sources are paths or in-memory DataFrames.
+
+    ``out_dir`` must be new or empty; an existing relrec run (it has ``manifest.json``) is
+    replaced only with ``overwrite``, and then as a whole (its model, exports, evaluations
+    would not match the new data) — see :func:`check_out_dir`.
 
     Give either ``interactions`` and ``items`` (generic layout) or ``movielens`` (a MovieLens
     directory, optionally with a posters folder ``images``). ``annotations`` is an optional
@@ -248,33 +254,57 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
     :func:`relrec.data.ingest.load_annotations`), for either layout. Dated annotations —
     these and MovieLens' tags — are added to the items' ``tags`` only when dated before the
     content cut (:func:`content_cut`, ``config.prepare.content_cut``); the items file's own
-    ``tags`` column has no date and is kept as given. Returns the manifest.
+    ``tags`` column has no date and is kept as given.
+
+    ``images`` is the one folder item media (``image``, ``video``) may come from, for either
+    layout, recorded in the manifest (``inputs.images.path``) for ``embed`` and the service:
+    relative paths are taken under it, and a path outside it (symlinks resolved), a local path
+    when no folder is given or a URL other than http(s) is a counted reject — the item is kept
+    without it (see :mod:`relrec.media`). http(s) URLs are kept as given. Returns the manifest.
     """
     from relrec.data.ingest import (RejectedRows, empty_annotations, filter_unknown_items,
                                     finalize, load_annotations, load_interactions, load_items,
-                                    with_annotation_tags)
+                                    restrict_media, with_annotation_tags)
 
+    if movielens is not None and (interactions is not None or items is not None):
+        given = "--interactions" if interactions is not None else "--items"
+        raise InputError(f"--movielens and {given} were both given: a run is prepared from "
+                         "one source; give --movielens alone, or --interactions and --items")
+    replace = check_out_dir(out_dir, overwrite, (interactions, items, movielens, images,
+                                                 annotations))
     config = config or RunConfig()
     rejected = RejectedRows(records=[])
     annotation_frame = empty_annotations()
+    images_folder = None
+    if images is not None:  # the one folder item media may come from (relrec.media)
+        images_folder = Path(images).expanduser()
+        if not images_folder.is_dir():
+            raise InputError("images directory not found", file=str(images_folder))
+        images_folder = images_folder.resolve()
     if movielens is not None:
         from relrec.data.movielens import load_movielens
 
         interaction_frame, item_frame, annotation_frame = load_movielens(
             movielens, images=images, rejected=rejected)
+        # posters come from the folder's listing; a symlink out of it is refused here
+        item_frame = restrict_media(item_frame, images_folder, rejected,
+                                    str(images_folder) if images_folder else str(movielens))
         interactions_name = str(Path(movielens))
         inputs = {"movielens": movielens, "images": None}
     else:
         if interactions is None or items is None:
             raise InputError("give --interactions and --items, or --movielens")
         interaction_frame = load_interactions(interactions, rejected)
-        item_frame = load_items(items, rejected)
+        # media: http(s) URLs, or files inside --images (relative paths under it); the rest
+        # is a counted reject and the item is kept without it
+        item_frame = load_items(items, rejected, media_folder=images_folder,
+                                restrict_media=True)
         interactions_name = (str(interactions) if not isinstance(interactions, pd.DataFrame)
                              else "<interactions DataFrame>")
         inputs = {name: (None if isinstance(source, pd.DataFrame) else source)
                   for name, source in (("interactions", interactions), ("items", items))}
-    if images is not None and movielens is None:
-        inputs["images"] = images
+    if images_folder is not None:  # what `embed` and the service read images from
+        inputs["images"] = images_folder
     if annotations is not None:
         extra = load_annotations(annotations, item_frame, rejected)
         annotation_frame = (pd.concat([annotation_frame, extra], ignore_index=True)
@@ -296,6 +326,49 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
                                    interaction_frame["timestamp"].to_numpy(), pairs.split,
                                    config.prepare.content_cut)
     item_frame = with_annotation_tags(item_frame, annotation_frame[used])
+    if replace:  # the inputs are valid: only now is the old run deleted, as a whole
+        clear_run_dir(out_dir)
     return write_prepared_run(out_dir, interaction_frame, item_frame, pairs, config,
                               rejected.to_frame(), rejected.counts(), inputs,
                               content_cut_record=cut_record)
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool, sources=()) -> bool:
+    """Refuse an ``--out`` that prepare would silently mix with other data; returns True when
+    ``out_dir`` is an existing relrec run to be deleted (``overwrite``) before writing.
+
+    New or empty folder: fine. A file: refused. A relrec run (``manifest.json``): refused
+    unless ``overwrite`` — new data beside an old model, exports and evaluations would be
+    served and reported as if they matched — and even then when one of ``sources`` (input
+    paths) lies inside it. Any other non-empty folder: refused, ``overwrite`` or not (it is
+    not a run, so nothing says deleting it is safe)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory; choose a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if not (out / "manifest.json").is_file():
+        raise InputError(f"--out {out}: a folder that is not empty and not a relrec run "
+                         "(no manifest.json); prepare writes only into a new or empty folder, "
+                         "and never deletes one that is not a run: choose another --out")
+    what = "a relrec run with a trained model" if (out / "model").exists() else "a relrec run"
+    if not overwrite:
+        raise InputError(f"--out {out}: already {what}; "
+                         "preparing into it would leave its model, exports and evaluations "
+                         "out of step with the new data: pass --overwrite to delete the whole "
+                         "run folder first, or choose another --out")
+    resolved = out.resolve()
+    for source in sources:
+        if isinstance(source, (str, Path)) and Path(source).resolve().is_relative_to(resolved):
+            raise InputError(f"--overwrite would delete {source}: the input lies inside the run "
+                             f"folder {out}; move it out first")
+    return True
+
+
+def clear_run_dir(run_dir: str | Path) -> None:
+    """Delete everything inside a run folder (the folder itself, or the link to it, stays)."""
+    for child in Path(run_dir).iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

