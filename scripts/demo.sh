@@ -11,7 +11,8 @@ POSTERS=${RELREC_POSTERS:-../shared/data/ml-latest-small-posters}
 RUN=${RELREC_RUN:-runs/ml-latest-small}
 IMAGES=()
 [ -d "$POSTERS" ] && IMAGES=(--images "$POSTERS")
-relrec prepare --movielens "$DATA" "${IMAGES[@]}" --out "$RUN"
+# --overwrite: a rerun of the demo replaces its own run folder as a whole
+relrec prepare --movielens "$DATA" "${IMAGES[@]}" --out "$RUN" --overwrite
 # the recommended operating point: CF + title/tag text + posters (embedded on first use, cached),
 # logQ, then the content blend of the ranking chosen on the validation period
 relrec train "$RUN" --preset balanced

@@ -190,8 +190,11 @@ def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: boo
     model_dir = run.run_dir / model_name
     trainer = MultiHeadTrainer(train_config, model_dir, variant=variant, teacher=teacher,
                                teacher_ok=teacher_ok, progress=progress)
-    summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
-                          **setup.fit_arguments(variant=variant, teacher=notes.get("teacher")))
+    from relrec.train.pipeline import reporting_interrupts
+
+    with reporting_interrupts(run.run_dir, trainer, model_name):
+        summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
+                              **setup.fit_arguments(variant=variant, teacher=notes.get("teacher")))
     embeddings = head_embeddings(tower, known, unit_heads)
     summary["valid_recall_by_head"] = {
         head: _recall(vectors, eligible, valid_triggers, valid_targets,

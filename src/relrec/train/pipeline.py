@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,12 +10,101 @@ from pathlib import Path
 import numpy as np
 
 from relrec.config import RunConfig, TrainConfig
+from relrec.errors import RelrecError
 from relrec.manifest import update_manifest
 from relrec.model.tower import ItemTower
 from relrec.run import RunData
 from relrec.train.content_inputs import load_content
 from relrec.train.trainer import Trainer, build_examples, build_tower_config, \
-    save_training_summary
+    item_embeddings, save_training_summary
+
+CHECKPOINT = "checkpoint.safetensors"  # in the model folder (Trainer._checkpoint_path)
+
+
+class TrainingError(RelrecError):
+    """Training finished but its result must not be saved (non-finite weights)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``str()`` says where it stopped and how to resume."""
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The last completed (0-based) epoch a checkpoint holds; None if none or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            return int((handle.metadata() or {})["epoch"])
+    except Exception:  # noqa: BLE001 - unreadable: treated as no checkpoint here
+        return None
+
+
+def interrupt_message(run_dir: str | Path, trainer: Trainer | None = None,
+                      model_name: str = "model") -> str:
+    """Where training stopped (epoch / step, 1-based) and how to go on from its checkpoint."""
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / model_name / CHECKPOINT
+    position = getattr(trainer, "position", None)
+    if position:
+        where = (f"in epoch {position['epoch'] + 1} of {position['epochs']}, "
+                 + ("validating after step" if position.get("validating") else "at step")
+                 + f" {position['step']} of {position['steps']}")
+    else:
+        where = "before the first training step"
+    done = checkpoint_epoch(checkpoint)
+    if done is None:
+        resume = (f"no checkpoint yet (one is written after every epoch): `relrec train "
+                  f"{run_dir}` starts from the beginning")
+    else:
+        resume = (f"checkpoint {checkpoint} holds {done + 1} completed epoch(s): "
+                  f"`relrec train {run_dir}` with the same options (--epochs may change) "
+                  f"resumes from epoch {done + 2}")
+    return f"interrupted {where}; {resume}"
+
+
+@contextlib.contextmanager
+def reporting_interrupts(run_dir: str | Path, trainer: Trainer, model_name: str = "model"):
+    """Turn Ctrl-C inside ``trainer.fit`` into :class:`TrainingInterrupted` with its report."""
+    try:
+        yield
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupt_message(run_dir, trainer, model_name)) from None
+
+
+def discard_checkpoint(run_dir: str | Path, model_name: str = "model") -> Path | None:
+    """Delete the model's training checkpoint (``relrec train --restart``); returns its path
+    when there was one."""
+    model_dir = Path(run_dir) / model_name
+    (model_dir / f".{CHECKPOINT}.tmp").unlink(missing_ok=True)
+    path = model_dir / CHECKPOINT
+    if path.exists():
+        path.unlink()
+        return path
+    return None
+
+
+def check_finite(tower: ItemTower, known: np.ndarray, model_dir: Path) -> None:
+    """Refuse to save a model whose weights or item embeddings hold NaN / inf (a diverged
+    run): served, such vectors would be empty related lists."""
+    import torch
+
+    broken = [name for name, tensor in tower.state_dict().items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if not broken:
+        for head in tower.config.heads:
+            if not np.isfinite(item_embeddings(tower, known, head=head)).all():
+                broken.append(f"the {head!r} item embeddings")
+    if broken:
+        raise TrainingError(
+            f"training ended with non-finite values (NaN/inf) in {', '.join(broken[:3])}"
+            f"{' …' if len(broken) > 3 else ''}: the model was not saved to {model_dir}; lower "
+            "the learning rate or check the inputs, then `relrec train "
+            f"{model_dir.parent} --restart` (the checkpoint holds the same values)")
 
 
 def semantic_pair_labels(run: RunData, train_config: TrainConfig, notes: dict) -> np.ndarray | None:
@@ -89,6 +179,7 @@ class TrainingSetup:
     def finish(self, tower: ItemTower, summary: dict, model_name: str = "model") -> dict:
         """Save weights, the training summary and the manifest section."""
         model_dir = self.run.run_dir / model_name
+        check_finite(tower, self.known, model_dir)
         tower.save(model_dir)
         summary.update({"train_config": self.train_config.model_dump(mode="json"),
                         "tower": tower.config.model_dump(mode="json"), "notes": self.notes,
@@ -159,6 +250,7 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
     setup = prepare_training(run_dir, config, progress=progress)
     tower = setup.tower()
     trainer = Trainer(setup.train_config, setup.run.run_dir / model_name, progress=progress)
-    summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
-                          **setup.fit_arguments())
+    with reporting_interrupts(setup.run.run_dir, trainer, model_name):
+        summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
+                              **setup.fit_arguments())
     return setup.finish(tower, summary, model_name)

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 
 from relrec.config import TrainConfig
+from relrec.errors import RelrecError
 from relrec.index.faiss_index import ItemIndex
 from relrec.manifest import atomic_write_json
 from relrec.model.losses import log_sampling_probability, multitask_weights, opc_weights, \
@@ -173,6 +174,10 @@ class OptimizerGroup:
             optimizer.step()
 
 
+class CheckpointError(RelrecError):
+    """A training checkpoint that cannot be read back (truncated, overwritten, not ours)."""
+
+
 class Trainer:
     """Trains an :class:`ItemTower` on :class:`TrainingExamples`.
 
@@ -186,6 +191,7 @@ class Trainer:
         self.progress = progress
         self.history: list[dict] = []
         self.checkpoint_note: str | None = None
+        self.position: dict | None = None  # where the loop is (what Ctrl-C reports)
 
     # -- optimisation -----------------------------------------------------------------------
     def sparse_id_gradients(self, tower: ItemTower) -> bool:
@@ -254,10 +260,20 @@ class Trainer:
         path = self._checkpoint_path()
         if not path.exists():
             return None
+        try:
+            return self._read_checkpoint(path, tower, optimizer, fingerprint)
+        except Exception as error:  # noqa: BLE001 - any failure to read it back is corruption
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise CheckpointError(
+                f"{path}: corrupt checkpoint ({type(error).__name__}: {reason}); "
+                f"`relrec train {self.model_dir.parent} --restart` discards it and trains "
+                "from the start") from None
+
+    def _read_checkpoint(self, path, tower, optimizer, fingerprint):
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata()
+            metadata = handle.metadata() or {}
         if metadata.get("fingerprint") != fingerprint:
             # a different config, data or optimizer layout: start over rather than mix runs
             self.checkpoint_note = (f"{path} was written by a different configuration, data or "
@@ -345,9 +361,13 @@ class Trainer:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    self.position = {"epoch": epoch, "step": batch + 1,
+                                     "steps": batches_per_epoch, "epochs": config.max_epochs}
                     epoch_loss += float(loss.detach())
                     progress.update(task, advance=1,
                                     status=f"epoch {epoch} loss {epoch_loss / (batch + 1):.3f}")
+                self.position = {"epoch": epoch, "step": batches_per_epoch, "validating": True,
+                                 "steps": batches_per_epoch, "epochs": config.max_epochs}
                 recall = validation_recall(tower, eligible, known, valid_triggers, valid_targets,
                                            config.early_stopping_k)
                 record = {"epoch": epoch, "loss": epoch_loss / batches_per_epoch,
