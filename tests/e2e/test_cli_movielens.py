@@ -187,6 +187,13 @@ def test_evaluate_against_another_run_is_paired_and_refuses_other_data(trained_r
     # a run whose held-out pairs differ is refused with a one-line error, not scored unpaired
     valid_pairs = other / "pairs" / "valid_pairs.parquet"
     pd.read_parquet(valid_pairs).iloc[1:].to_parquet(valid_pairs, index=False)
+    # on the test period the other run is checked before it is unsealed, and never counted
+    test_pairs = other / "pairs" / "test_pairs.parquet"
+    pd.read_parquet(test_pairs).iloc[1:].to_parquet(test_pairs, index=False)
+    result = runner.invoke(app, ["evaluate", str(trained_run), "--test", "--bootstrap", "20",
+                                 "--no-peers", "--against", str(other)])
+    assert result.exit_code == 2 and "test pairs differ" in result.output
+    assert "test_reads" not in json.loads((other / "manifest.json").read_text())
     result = runner.invoke(app, ["evaluate", str(trained_run), "--bootstrap", "20",
                                  "--no-peers", "--against", str(other)])
     assert result.exit_code == 2

@@ -64,3 +64,19 @@ def test_paired_differences_resample_the_same_users(prepared):
     b.clusters["all"] = b.clusters["all"][::-1].copy()
     with pytest.raises(ValueError, match="same units"):
         paired_differences(a, b, config)
+
+
+def test_notes_warn_about_untimed_content_missing_users_and_few_users():
+    from relrec.evaluate.runner import interval_notes
+
+    old_run = interval_notes({"split": "valid", "users": 0, "content_cut": None})
+    assert any("carry no users" in line for line in old_run)
+    assert any("not recorded" in line for line in old_run)
+    refit = interval_notes({"split": "valid", "users": 500,
+                            "content_cut": {"rule": "data_end"}})
+    assert len(refit) == 1 and "data_end" in refit[0]
+    assert interval_notes({"split": "valid", "users": 500,
+                           "content_cut": {"rule": "train_end"}}) == []
+    few = interval_notes({"split": "test", "users": 70, "content_cut": {"rule": "train_end"},
+                          "test_reads": {"run": 1, "data": 2, "ledger": "/l.json"}})
+    assert "70 users" in few[0] and "read 2 time(s)" in few[1]

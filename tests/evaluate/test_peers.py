@@ -196,3 +196,10 @@ def test_ease_and_covisitation_on_movielens_small(movielens_small_dir, tmp_path)
     families = tuned["record"]["families"]
     for family in ("covisitation", "ease_users"):
         assert families[family]["validation"]["recall@10"] > 0.02, families[family]
+
+
+def test_a_peer_without_its_library_is_skipped_with_the_extra_to_install():
+    from relrec.evaluate.peers import _optional
+
+    with pytest.raises(PeerSkipped, match=r"relrec\[peers\]"):
+        _optional("relrec_no_such_library", "ALS")

@@ -18,6 +18,17 @@ from relrec.run import RunData
 EASE_MAX_ITEMS = 30_000
 
 
+def _optional(module: str, peer: str):
+    """A peer's optional library, or :class:`PeerSkipped` naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise PeerSkipped(f"{peer} skipped: {error.name or module} is not installed "
+                          "(pip install 'relrec[peers]')") from None
+
+
 class PeerSkipped(RuntimeError):
     """A peer cannot be fitted on this run; ``note`` says why (reported, not an error)."""
 
@@ -163,7 +174,8 @@ class ImplicitALS(_VectorKNN):
 
     def fit(self, run: RunData) -> "ImplicitALS":
         import pandas as pd
-        from implicit.cpu.als import AlternatingLeastSquares
+
+        AlternatingLeastSquares = _optional("implicit.cpu.als", "ALS").AlternatingLeastSquares
 
         interactions = pd.read_parquet(run.run_dir / "data" / "interactions.parquet",
                                        columns=["user_id", "item_index", "timestamp"])
@@ -196,7 +208,7 @@ class Item2Vec(_VectorKNN):
         self.negative, self.seed = negative, seed
 
     def fit(self, run: RunData) -> "Item2Vec":
-        from gensim.models import Word2Vec
+        Word2Vec = _optional("gensim.models", "item2vec").Word2Vec
 
         sessions = run.train_sessions
         sentences = [group.astype(str).tolist() for _, group in
@@ -321,13 +333,18 @@ class EASE:
         if len(items) > cap:
             raise PeerSkipped(
                 f"EASE skipped: {len(items):,} training items > {cap:,} (EASE_MAX_ITEMS): "
-                f"a dense {len(items):,}² float64 inverse needs "
-                f"≈ {len(items) ** 2 * 8 / 1e9:.1f} GB")
+                f"the dense float64 Gram matrix, its inverse and the weights need "
+                f"≈ {3 * len(items) ** 2 * 8 / 1e9:.1f} GB at the peak")
         local_of = np.full(run.n_items, -1, dtype=np.int64)
         local_of[items] = np.arange(len(items))
         matrix = self._row_matrix(run, local_of, len(items))
         self.items_, self.local_of_ = items, local_of
-        self.weights_ = ease_weights_from_rows(matrix, self.l2).astype(np.float32)
+        try:
+            self.weights_ = ease_weights_from_rows(matrix, self.l2).astype(np.float32)
+        except MemoryError:
+            raise PeerSkipped(f"EASE skipped: out of memory for {len(items):,} items "
+                              f"(≈ {3 * len(items) ** 2 * 8 / 1e9:.1f} GB at the peak); lower "
+                              "EASE_MAX_ITEMS") from None
         self.popularity_ = Popularity().fit(run)
         return self
 

@@ -42,9 +42,13 @@ def split_notes(segments: dict, test_reads: dict | None) -> list[str]:
     from relrec.evaluate.sealed import reads_line
 
     users = segments["all"].n_users
-    notes = [f"Intervals resample users: {users} users in the scored period"
-             + (f" (fewer than {FEW_USERS_WARNING}: wide, uncertain intervals)."
-                if users < FEW_USERS_WARNING else ".")]
+    if users == 0:
+        notes = ["Intervals resample triggers: this run's held-out pairs carry no users (too "
+                 "narrow; run `relrec prepare` again)."]
+    else:
+        notes = [f"Intervals resample users: {users} users in the scored period"
+                 + (f" (fewer than {FEW_USERS_WARNING}: wide, uncertain intervals)."
+                    if users < FEW_USERS_WARNING else ".")]
     if test_reads:
         notes.append(reads_line(test_reads) + ".")
     return notes

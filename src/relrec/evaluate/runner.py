@@ -13,7 +13,7 @@ from relrec.evaluate.evaluation import (FEW_USERS_WARNING, evaluate_system, form
 from relrec.evaluate.peer_tuning import tune_peers
 from relrec.evaluate.peers import Popularity
 from relrec.errors import InputError
-from relrec.evaluate.sealed import include_in_read, open_test_period, reads_line
+from relrec.evaluate.sealed import include_in_read, open_test_period, reads_line, split_key
 from relrec.manifest import atomic_write_json, update_manifest
 
 
@@ -52,7 +52,10 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "va
             name = f"run:{resolved.parent.name}/{resolved.name}"
         if name in systems:
             name = f"run:{resolved}"
-        if split == "test":  # same test pairs (checked below): part of the same counted read
+        if split == "test":  # same test pairs and users: part of the same counted read
+            if other.run.n_items != run.n_items or split_key(other.run) != split_key(run):
+                raise InputError(f"{other_dir}: not the same prepared data as {run_dir} "
+                                 "(its test pairs differ); --against needs runs of one split")
             include_in_read(other.run)
         if other.run.n_items != run.n_items or not _same_pairs(
                 segment_pairs(other.run, split, config), segments):
@@ -81,6 +84,7 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "va
         "config": config.model_dump(mode="json"),
         "users": segments["all"].n_users,
         "peer_tuning": peer_tuning,
+        "content_cut": run.manifest.get("content_cut"),
         "test_reads": test_reads,
     }
     atomic_write_json(Path(run_dir) / "evaluation" / f"metrics_{split}.json", result)
@@ -124,7 +128,16 @@ def interval_notes(result: dict) -> list[str]:
     """Lines to print under the tables: few users, test reads."""
     notes = []
     users = result.get("users") or 0
-    if users < FEW_USERS_WARNING:
+    cut = result.get("content_cut") or {}
+    if cut.get("rule") != "train_end":
+        rule = cut.get("rule", "not recorded: prepared before the cut existed")
+        notes.append("warning: this run's dated content is not cut at the end of the training "
+                     f"period (content_cut: {rule}); its features may have seen the periods "
+                     "scored here")
+    if users == 0:
+        notes.append("warning: this run's held-out pairs carry no users, so intervals resample "
+                     "triggers (too narrow); run `relrec prepare` again")
+    elif users < FEW_USERS_WARNING:
         notes.append(f"warning: the {result['split']} period holds {users} users (< "
                      f"{FEW_USERS_WARNING}); intervals resample users and are wide")
     for family, record in (result.get("peer_tuning") or {}).get("families", {}).items():

@@ -55,17 +55,27 @@ def split_key(run) -> str:
     return digest.hexdigest()
 
 
-def _record_in_ledger(key: str, entry: dict) -> int:
+def _record_read(run, key: str, entry: dict) -> dict:
+    """Count one read in the ledger and the run's manifest, both under the ledger's lock, so
+    two evaluations at once lose neither count."""
     path = ledger_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two evaluations at once must not lose a count
+        fcntl.flock(lock, fcntl.LOCK_EX)
         ledger = json.loads(path.read_text()) if path.exists() else {}
         record = ledger.setdefault(key, {"reads": 0, "entries": []})
         record["reads"] += 1
         record["entries"].append(entry)
         atomic_write_json(path, ledger)
-        return int(record["reads"])
+        data_reads = int(record["reads"])
+        counted = read_manifest(run.run_dir).get("test_reads", {"count": 0, "reads": []})
+        counted["count"] = int(counted.get("count", 0)) + 1
+        counted.setdefault("reads", []).append({"at": entry["at"], "purpose": entry["purpose"],
+                                                "data_reads": data_reads})
+        counted["data_reads"] = data_reads
+        counted["ledger"] = str(path)
+        update_manifest(run.run_dir, "test_reads", counted)
+        return counted
 
 
 def test_reads(run) -> dict:
@@ -87,14 +97,8 @@ def open_test_period(run, purpose: str) -> dict:
                          "test period to read")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entry = {"at": now, "purpose": purpose, "run": str(Path(run.run_dir).resolve())}
-    data_reads = _record_in_ledger(split_key(run), entry)
-    counted = read_manifest(run.run_dir).get("test_reads", {"count": 0, "reads": []})
-    counted["count"] = int(counted.get("count", 0)) + 1
-    counted.setdefault("reads", []).append({"at": now, "purpose": purpose,
-                                            "data_reads": data_reads})
-    counted["data_reads"] = data_reads
-    counted["ledger"] = str(ledger_path())
-    update_manifest(run.run_dir, "test_reads", counted)
+    counted = _record_read(run, split_key(run), entry)
+    data_reads = counted["data_reads"]
     run.manifest["test_reads"] = counted
     _opened.add(Path(run.run_dir).resolve())
     return {"run": counted["count"], "data": data_reads, "ledger": str(ledger_path())}
