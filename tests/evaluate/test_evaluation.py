@@ -80,3 +80,19 @@ def test_notes_warn_about_untimed_content_missing_users_and_few_users():
     few = interval_notes({"split": "test", "users": 70, "content_cut": {"rule": "train_end"},
                           "test_reads": {"run": 1, "data": 2, "ledger": "/l.json"}})
     assert "70 users" in few[0] and "read 2 time(s)" in few[1]
+
+
+def test_saved_evaluations_round_trip_and_older_formats_are_a_cache_miss(prepared, tmp_path):
+    from relrec.evaluate.evaluation import load_evaluation, save_evaluation
+
+    config = EvaluateConfig(n_bootstrap=20, ks=[10])
+    evaluation = evaluate_system(prepared, Popularity().fit(prepared), "p", config, "valid")
+    save_evaluation(evaluation, tmp_path / "row")
+    loaded = load_evaluation(tmp_path / "row")
+    np.testing.assert_array_equal(loaded.clusters["all"], evaluation.clusters["all"])
+    np.testing.assert_array_equal(loaded.per_trigger["all"]["recall@10"].numerator,
+                                  evaluation.per_trigger["all"]["recall@10"].numerator)
+    with np.load(tmp_path / "row.npz") as arrays:  # a cache written before units had users
+        old = {k: arrays[k] for k in arrays.files if not k.startswith(("format", "all|clusters"))}
+    np.savez(tmp_path / "row.npz", **old)
+    assert load_evaluation(tmp_path / "row") is None

@@ -35,6 +35,9 @@ from relrec.manifest import atomic_write_json
 from relrec.run import RunData
 
 SEGMENTS = ("all", "popular_triggers", "unpopular_triggers", "cold")
+# Saved per-unit arrays: 2 = rows are (user, trigger) units with their users (clusters).
+EVALUATION_FORMAT = 2
+_FORMAT_KEY = "format|version|units"
 # Below this many users in a period, intervals are wide and themselves uncertain: say so.
 FEW_USERS_WARNING = 200
 
@@ -214,6 +217,7 @@ def save_evaluation(evaluation: SystemEvaluation, path: str | Path) -> None:
             arrays[f"{segment}|{metric}|denominator"] = values.denominator
     for segment, clusters in evaluation.clusters.items():
         arrays[f"{segment}|clusters|users"] = clusters
+    arrays[_FORMAT_KEY] = np.array([EVALUATION_FORMAT])
     temporary = path.with_name(f".{path.name}.tmp.npz")
     np.savez(temporary, **arrays)
     temporary.replace(path.with_suffix(".npz"))
@@ -228,7 +232,11 @@ def load_evaluation(path: str | Path) -> SystemEvaluation | None:
     sidecar = json.loads(path.with_suffix(".json").read_text())
     evaluation = SystemEvaluation(sidecar["name"], summary=sidecar["summary"])
     with np.load(path.with_suffix(".npz"), allow_pickle=False) as arrays:
+        if _FORMAT_KEY not in arrays.files or int(arrays[_FORMAT_KEY][0]) != EVALUATION_FORMAT:
+            return None  # cached before rows were (user, trigger) units: score it again
         for key in arrays.files:
+            if key == _FORMAT_KEY:
+                continue
             segment, metric, part = key.split("|")
             if metric == "clusters":
                 evaluation.clusters[segment] = arrays[key]
