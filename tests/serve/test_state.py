@@ -76,6 +76,42 @@ def test_added_items_and_availability_survive_a_restart(run_copy, make_settings,
     assert not list(state.glob("*.tmp")) and not list(state.glob(".*.tmp"))
 
 
+def test_an_item_added_to_two_runs_survives_a_restart_on_both(run_copy, serve_runs,
+                                                                make_settings, tmp_path):
+    # persisted by (run, item id): adding X to "compare" must not take it away from "main"
+    state = tmp_path / "state"
+
+    def app():
+        return TestClient(create_app(make_settings(run_copy, compare_dir=serve_runs[1],
+                                                   state_dir=state)))
+
+    def added(client):
+        return {info["name"]: info["n_added_items"]
+                for info in client.get("/v1/runs").json()["runs"]}
+
+    client = app()
+    for run, title in (("main", "Main title"), ("compare", "Compare title")):
+        response = client.post("/admin/items", headers=AUTH,
+                               json={"items": [dict(NEW, item_id="new-x", title=title)],
+                                     "run": run})
+        assert response.status_code == 200, response.text
+    assert added(client) == {"main": 1, "compare": 1}
+    assert client.post("/admin/reload", headers=AUTH).status_code == 200
+    assert added(client) == {"main": 1, "compare": 1}
+    restarted = app()
+    assert added(restarted) == {"main": 1, "compare": 1}
+    records = json.loads((state / "admin_state.json").read_text())["added"]
+    assert sorted((r["_run"], r["title"]) for r in records) == [
+        ("compare", "Compare title"), ("main", "Main title")]
+    # adding it to "all" replaces both runs' copies with one record
+    response = restarted.post("/admin/items", headers=AUTH,
+                              json={"items": [dict(NEW, item_id="new-x", title="Both")]})
+    assert response.status_code == 200, response.text
+    records = json.loads((state / "admin_state.json").read_text())["added"]
+    assert [(r["_run"], r["title"]) for r in records] == [("all", "Both")]
+    assert added(app()) == {"main": 1, "compare": 1}
+
+
 def test_a_reload_encodes_the_added_items_in_one_batch(run_copy, make_settings, tmp_path):
     calls = []
     settings = make_settings(run_copy, state_dir=tmp_path / "state")

@@ -345,8 +345,13 @@ class ServiceState:
     def add_items(self, records: list[dict], names: list[str]) -> dict:
         """Add or replace run-time items on ``names`` (under the reload lock); persisted in
         the state folder before they are installed."""
-        kept = {r["item_id"]: r for r in self.added}
-        new = {r["item_id"] for r in records} - set(kept)
+        # kept by (run, item id): the same id added to two runs is two records, and adding it
+        # to one run leaves the other's alone; adding it to "all" replaces every run's copy
+        kept = {(r.get("_run", "all"), r["item_id"]): r for r in self.added}
+        incoming = {(r.get("_run", "all"), r["item_id"]): r for r in records}
+        everywhere = {item_id for run, item_id in incoming if run == "all"}
+        kept = {key: r for key, r in kept.items() if key[1] not in everywhere or key in incoming}
+        new = set(incoming) - set(kept)
         limit = self.settings.max_added_items
         if len(kept) + len(new) > limit:
             raise ServeError(409, "too_many_added_items",
@@ -360,7 +365,9 @@ class ServiceState:
             built[name] = extras
             result[name] = {"added": [r["item_id"] for r in records],
                             "content_path": sorted(set(paths)), "n_added_items": len(extras)}
-        kept.update({r["item_id"]: r for r in records})
+        for key, record in incoming.items():  # the latest last: it wins on a reload
+            kept.pop(key, None)
+            kept[key] = record
         unavailable = set(self.unavailable)
         for record in records:
             (unavailable.discard if record["available"] else unavailable.add)(record["item_id"])
