@@ -79,6 +79,35 @@ def test_prepare_over_an_existing_run_needs_overwrite_and_then_clears_it(input_d
     assert (run_dir / "pairs" / "train_pairs.parquet").is_file()
 
 
+def test_overwrite_refuses_while_a_server_holds_the_run_state_lock(input_data, prepared,
+                                                                   tmp_path):
+    run_dir = shutil.copytree(prepared, tmp_path / "run")
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "weights.safetensors").write_bytes(b"old weights")
+    # a server's lock: relrec.serve.state_dir takes it on RUN/serve_state/serve.lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from relrec.serve.state_dir import lock_state_dir; "
+         "lock_state_dir(sys.argv[1]); print('locked', flush=True); sys.stdin.read()",
+         str(run_dir / "serve_state")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+        manifest = (run_dir / "manifest.json").read_bytes()
+        one_line_error(relrec(*prepare_args(input_data, run_dir), "--overwrite"),
+                       "a relrec server is running on", str(run_dir), "stop it first")
+        assert sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")) == before
+        assert (run_dir / "manifest.json").read_bytes() == manifest
+        assert (run_dir / "model" / "weights.safetensors").read_bytes() == b"old weights"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    # the server gone (its lock file left behind), --overwrite clears the run as before
+    completed = relrec(*prepare_args(input_data, run_dir), "--overwrite")
+    assert completed.returncode == 0, completed.stderr
+    assert not (run_dir / "model").exists() and not (run_dir / "serve_state").exists()
+
+
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(input_data, tmp_path):
     folder = tmp_path / "documents"
     folder.mkdir()

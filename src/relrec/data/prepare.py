@@ -11,6 +11,9 @@ time split of the interactions (:attr:`PrepareConfig.content_cut`).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,6 +360,8 @@ def check_out_dir(out_dir: str | Path, overwrite: bool, sources=()) -> bool:
                          "preparing into it would leave its model, exports and evaluations "
                          "out of step with the new data: pass --overwrite to delete the whole "
                          "run folder first, or choose another --out")
+    with _no_server_on(out):  # refused now, before the inputs are read, and again at clearing
+        pass
     resolved = out.resolve()
     for source in sources:
         if isinstance(source, (str, Path)) and Path(source).resolve().is_relative_to(resolved):
@@ -365,10 +370,41 @@ def check_out_dir(out_dir: str | Path, overwrite: bool, sources=()) -> bool:
     return True
 
 
+SERVE_LOCK = Path("serve_state") / "serve.lock"  # relrec.serve.state_dir: a server's flock
+
+
+@contextlib.contextmanager
+def _no_server_on(run_dir: Path):
+    """Hold the run's server lock (``RUN/serve_state/serve.lock``, when there is one) for the
+    block; :class:`InputError` when a running server holds it. flock locks belong to an open
+    file description, so a server in this very process conflicts too."""
+    lock = Path(run_dir) / SERVE_LOCK
+    try:
+        descriptor = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        yield
+        return
+    except OSError as error:
+        raise InputError(f"--out {run_dir}: cannot check whether a relrec server uses it "
+                         f"({lock}: {error.strerror or error}); stop any server on it first") \
+            from None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"--out {run_dir}: a relrec server is running on {run_dir} (its "
+                             f"state folder {lock.parent} is locked); stop it first") from None
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def clear_run_dir(run_dir: str | Path) -> None:
-    """Delete everything inside a run folder (the folder itself, or the link to it, stays)."""
-    for child in Path(run_dir).iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    """Delete everything inside a run folder (the folder itself, or the link to it, stays);
+    refused (:class:`InputError`) while a relrec server holds the lock in its state folder."""
+    with _no_server_on(Path(run_dir)):
+        for child in Path(run_dir).iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
