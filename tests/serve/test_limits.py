@@ -11,6 +11,7 @@ import random
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -223,6 +224,58 @@ def test_a_connection_that_stops_mid_headers_is_closed_after_the_header_timeout(
         fresh = server.connect()
         assert b'{"status":"ok"}' in get(fresh, keep_alive=False)
         fresh.close()
+
+
+def test_trickling_the_body_of_a_request_answered_early_does_not_keep_it_open(
+        served_app, serve_runs, make_settings):
+    # a 413 from the declared length comes before the body; the request's own deadline stands:
+    # uvicorn's keep-alive timer (cancelled by every byte) must not take over, nor may the
+    # trickle arm a fresh header timer for the request already answered
+    settings = make_settings(serve_runs[0], header_timeout=1.0, keep_alive_timeout=3.0)
+    with ThreadServer(served_app, settings) as server:
+        sock = server.connect()
+        start = time.monotonic()  # the header timer runs from the connection
+        sock.sendall(b"POST /v1/related/by-content HTTP/1.1\r\nHost: t\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b" 413 " in data.split(b"\r\n", 1)[0], data
+        sock.settimeout(0.7)  # silent a while (within keep-alive), then one byte per 0.25 s
+        closed_after = None
+        while time.monotonic() - start < 5.0:
+            try:
+                if sock.recv(1) == b"":
+                    closed_after = time.monotonic() - start
+                    break
+            except socket.timeout:
+                pass
+            sock.settimeout(0.25)
+            try:
+                sock.sendall(b"{")
+            except OSError:  # reset by the closed peer
+                closed_after = time.monotonic() - start
+                break
+        assert closed_after is not None, "still open 5 s after connecting (header timeout 1 s)"
+        # closed at the request's deadline (1 s), not a header timeout after the first
+        # trickled byte (0.7 + 1 s)
+        assert closed_after < 1.45, closed_after
+        # a body that does arrive in time after the early answer: the connection serves on
+        kept = server.connect()
+        kept.sendall(b"POST /v1/related/by-content HTTP/1.1\r\nHost: t\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 300000\r\n\r\n")
+        data = b""
+        while not data.endswith(b"}"):
+            chunk = kept.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b" 413 " in data.split(b"\r\n", 1)[0], data
+        kept.sendall(b"x" * 300000)
+        assert b" 200 OK" in get(kept)
+        assert b" 200 OK" in get(kept)
+        assert read_until_closed(kept) == b""  # then closed when idle, as any kept-alive one
 
 
 class GateApp:

@@ -124,7 +124,8 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
 
     ``header_timeout``: from the connection (or, on a kept-alive one, from the first byte of the
     next request) the client has this many seconds to send the whole request — request line,
-    headers and body — or the connection is closed; trickled bytes do not reset the clock.
+    headers and body — or the connection is closed; trickled bytes do not reset the clock, and
+    a request answered before its body arrived (413, 429, 503) keeps its deadline.
     ``max_connections``: when a new connection would exceed it, the connection that has been
     idle longest (waiting for a request: mid-headers, silent or kept alive) is closed to make
     room — stalled connections cannot lock others out; when none is idle, the new one is closed.
@@ -137,6 +138,7 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
 
     class GuardedH11Protocol(H11Protocol):
         _header_timer = None
+        _answered_early = False  # answered while the request body is still arriving
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -156,6 +158,17 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
+            if self._answered_early and self.conn.their_state is not h11.SEND_BODY:
+                # the body of a request answered early has ended (in time): a new cycle
+                self._answered_early = False
+                self._cancel_header_timer()
+                if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                    idle.pop(self, None)
+                    idle[self] = None
+                    # uvicorn's keep-alive timer was cancelled by this data: our clock bounds
+                    # the wait for the next request
+                    self._arm_header_timer()
+                    return
             if self.conn.their_state is not h11.IDLE:
                 idle.pop(self, None)  # a request is under way
             if self.conn.their_state in receiving and not self.transport.is_closing():
@@ -164,7 +177,14 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
                 self._cancel_header_timer()
 
         def on_response_complete(self) -> None:
-            # an early answer (413 before the body, say) ends the wait; keep-alive takes over
+            if self.conn.their_state is h11.SEND_BODY:
+                # answered before the body arrived (413 from a declared length, a 429/503
+                # refusal): the request's deadline stands. uvicorn's keep-alive timer cannot
+                # bound it — every trickled byte cancels that — so the header timer, never
+                # re-armed for this request, closes the connection if the body is not done.
+                self._answered_early = True
+                super().on_response_complete()
+                return
             self._cancel_header_timer()
             super().on_response_complete()
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
