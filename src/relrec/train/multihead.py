@@ -40,7 +40,6 @@ from relrec.config import RunConfig, TrainConfig
 from relrec.manifest import atomic_write_json
 from relrec.model.losses import sampled_softmax_loss
 from relrec.model.tower import ItemTower
-from relrec.run import RunData
 from relrec.train.content_inputs import fused_content
 from relrec.train.trainer import Trainer, item_embeddings
 
