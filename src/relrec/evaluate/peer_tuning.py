@@ -150,8 +150,8 @@ def tune_peers(run: RunData | str | Path, evaluate_config: EvaluateConfig,
             records[family] = {**entry, "fit_seconds": seconds, "source": "cache",
                                "skipped": None}
             continue
-        if segments is None:
-            segments = segment_pairs(run, "valid", config)
+        if segments is None:  # the choice reads the "all" segment only: score nothing else
+            segments = {"all": segment_pairs(run, "valid", config)["all"]}
         rows, best, best_value = [], None, -np.inf
         try:
             for params in grid:

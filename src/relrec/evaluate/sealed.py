@@ -78,16 +78,6 @@ def _record_read(run, key: str, entry: dict) -> dict:
         return counted
 
 
-def test_reads(run) -> dict:
-    """What is known of this run's test reads: ``{"run": n, "data": m, "ledger": path}``."""
-    counted = read_manifest(run.run_dir).get("test_reads", {})
-    path = ledger_path()
-    data = 0
-    if path.exists():
-        data = int(json.loads(path.read_text()).get(split_key(run), {}).get("reads", 0))
-    return {"run": int(counted.get("count", 0)), "data": data, "ledger": str(path)}
-
-
 def open_test_period(run, purpose: str) -> dict:
     """Count one read of ``run``'s test period (manifest and ledger) and unseal it for this
     process. Returns ``{"run": reads of this run, "data": reads of this data and split,
@@ -95,13 +85,13 @@ def open_test_period(run, purpose: str) -> dict:
     if run.manifest.get("split", {}).get("test_start") is None:
         raise InputError(f"{run.run_dir}: prepared with --test-fraction 0, so there is no "
                          "test period to read")
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    entry = {"at": now, "purpose": purpose, "run": str(Path(run.run_dir).resolve())}
+    resolved = Path(run.run_dir).resolve()
+    entry = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "purpose": purpose, "run": str(resolved)}
     counted = _record_read(run, split_key(run), entry)
-    data_reads = counted["data_reads"]
     run.manifest["test_reads"] = counted
-    _opened.add(Path(run.run_dir).resolve())
-    return {"run": counted["count"], "data": data_reads, "ledger": str(ledger_path())}
+    _opened.add(resolved)
+    return {"run": counted["count"], "data": counted["data_reads"], "ledger": counted["ledger"]}
 
 
 def include_in_read(run) -> None:
