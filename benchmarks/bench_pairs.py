@@ -17,9 +17,10 @@ import duckdb
 import numpy as np
 
 from relrec.config import PrepareConfig
-from relrec.data.ingest import RejectedRows, filter_unknown_items, finalize
+from relrec.data.ingest import finalize
 from relrec.data.movielens import load_movielens
 from relrec.data.prepare import extract_pairs
+from relrec.data.validate import RejectedRows, filter_unknown_items
 
 
 def main() -> None:

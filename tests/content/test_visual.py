@@ -1,5 +1,6 @@
-"""relrec.content.visual: offline EfficientNet-Lite0 on real posters, failures, video frames;
-the torchvision / timm / open_clip adapters' loading and pooling with tiny local networks."""
+"""relrec.content.image, .video and .image_models: offline EfficientNet-Lite0 on real posters,
+failures, video frames; the torchvision / timm / open_clip adapters' loading and pooling with
+tiny local networks."""
 
 from __future__ import annotations
 
@@ -16,13 +17,9 @@ from PIL import Image
 from torch import nn
 
 from relrec.config import ContentConfig
-from relrec.content.visual import (
-    ImageEncoder,
-    encode_videos,
-    get_image_encoder,
-    register_image_model,
-    sample_video_frames,
-)
+from relrec.content.image import ImageEncoder
+from relrec.content.image_models import get_image_encoder, register_image_model
+from relrec.content.video import encode_videos, sample_video_frames
 from relrec.errors import RelrecError
 
 
@@ -94,7 +91,7 @@ def test_sequential_fallback_without_duration(videos, tmp_path, monkeypatch):
     """A raw elementary stream (no container, no duration) is decoded in order."""
     import av
 
-    from relrec.content import visual
+    from relrec.content import video
 
     raw = tmp_path / "clip.raw"
     with av.open(videos[1]) as source:
@@ -108,8 +105,8 @@ def test_sequential_fallback_without_duration(videos, tmp_path, monkeypatch):
     with av.open(str(raw)) as probe:
         assert probe.streams.video[0].duration is None and probe.duration is None
     used = []
-    original = visual._sequential_frames
-    monkeypatch.setattr(visual, "_sequential_frames",
+    original = video._sequential_frames
+    monkeypatch.setattr(video, "_sequential_frames",
                         lambda *a, **k: used.append(a) or original(*a, **k))
     frames = sample_video_frames(raw, n_frames=4)
     assert used and len(frames) == 4 and len({f.tobytes() for f in frames}) == 4
@@ -350,7 +347,7 @@ def tiny_timm_encoder(monkeypatch, num_features=5):
 
 @pytest.mark.parametrize("network", [NestedHead, TopLevelFc])
 def test_torchvision_adapter_drops_last_linear_and_pools(network, monkeypatch):
-    from relrec.content.visual import TorchvisionEncoder
+    from relrec.content.image_models import TorchvisionEncoder
 
     model = network()
     model.train()
@@ -400,7 +397,7 @@ def test_torchvision_adapter_load_failure_is_a_relrec_error(monkeypatch):
 
 @pytest.mark.parametrize("num_features", [5, 0])
 def test_timm_adapter_loads_pretrained_pooled_features(num_features, monkeypatch):
-    from relrec.content.visual import TimmEncoder
+    from relrec.content.image_models import TimmEncoder
 
     model = TinyTimm(num_features)
     shapes = record_batches(model)

@@ -1,4 +1,5 @@
-"""Tests for relrec.data.ingest: reading files, validation errors, rejected-rows counts."""
+"""Tests for relrec.data.readers, relrec.data.validate and the loaders of relrec.data.ingest:
+reading files, validation errors, rejected-rows counts."""
 
 from __future__ import annotations
 
@@ -12,14 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from relrec.data.ingest import (
-    RejectedRows,
-    filter_unknown_items,
-    finalize,
-    load_interactions,
-    load_items,
-    read_table,
-)
+from relrec.data.ingest import finalize, load_interactions, load_items
+from relrec.data.readers import read_table
+from relrec.data.validate import RejectedRows, filter_unknown_items
 from relrec.errors import InputError
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from relrec.data import movielens
-from relrec.data.ingest import (RejectedRows, filter_unknown_items, finalize,
-                                with_annotation_tags)
+from relrec.data.ingest import finalize, with_annotation_tags
 from relrec.data.movielens import download_movielens, load_movielens
+from relrec.data.validate import RejectedRows, filter_unknown_items
 from relrec.errors import InputError, RelrecError
 
 SHARED_DATA = Path(os.environ.get("RELREC_SHARED_DATA",

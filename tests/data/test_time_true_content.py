@@ -30,8 +30,9 @@ from typer.testing import CliRunner
 
 from relrec.config import ContentConfig, PrepareConfig, RunConfig, TrainConfig
 from relrec.content.text import item_text
-from relrec.data.ingest import RejectedRows, load_annotations, load_items
+from relrec.data.ingest import load_annotations, load_items
 from relrec.data.prepare import prepare_run
+from relrec.data.validate import RejectedRows
 from relrec.run import RunData
 
 LATE = "latecomer"  # the tag written after the training period

@@ -179,11 +179,11 @@ def test_embed_reads_no_media_outside_the_images_folder(serve_runs, image_folder
                                                         monkeypatch):
     import relrec.content.embed as embed_module
     from relrec.config import ContentConfig
-    from relrec.content import visual
+    from relrec.content import image, image_models
     from relrec.content.stage import ensure_content
     from relrec.run import RunData
 
-    class Constant(visual.ImageEncoder):
+    class Constant(image.ImageEncoder):
         model_id = "constant-hardening-test"
 
         def __init__(self, **_):
@@ -193,10 +193,10 @@ def test_embed_reads_no_media_outside_the_images_folder(serve_runs, image_folder
         def _embed(self, images):
             return np.ones((len(images), 3))
 
-    visual.register_image_model("constant-hardening-test", Constant)
+    image_models.register_image_model("constant-hardening-test", Constant)
     opened = []
-    load_image, hash_file = visual.load_image, embed_module.content_hash_file
-    monkeypatch.setattr(visual, "load_image", lambda p: opened.append(str(p)) or load_image(p))
+    load_image, hash_file = image.load_image, embed_module.content_hash_file
+    monkeypatch.setattr(image, "load_image", lambda p: opened.append(str(p)) or load_image(p))
     monkeypatch.setattr(embed_module, "content_hash_file",
                         lambda p: opened.append(str(p)) or hash_file(p))
     folder, outside = image_folder

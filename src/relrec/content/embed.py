@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from relrec.content.cache import EmbeddingCache, content_hash_file, content_hash_text
+from relrec.content.image_models import get_image_encoder
 from relrec.content.text import TextEncoder, clean_field, item_text
-from relrec.content.visual import encode_videos, get_image_encoder
+from relrec.content.video import encode_videos
 from relrec.errors import RelrecError
 
 log = logging.getLogger("relrec.content")

@@ -52,16 +52,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from relrec.data.ingest import (
+from relrec.data.ingest import aggregate_tags
+from relrec.data.readers import read_table_with_rows
+from relrec.data.validate import (
     RejectedRows,
-    _annotations_from_text_frame,
-    _interactions_from_text_frame,
-    _items_from_text_frame,
-    _read_table_with_rows,
-    _require_columns,
-    aggregate_tags,
     empty_annotations,
     filter_unknown_items,
+    require_columns,
+    validate_annotations,
+    validate_interactions,
+    validate_items,
 )
 from relrec.errors import InputError, RelrecError
 
@@ -199,8 +199,8 @@ def _annotations_from_tags_table(tags: pd.DataFrame, row_numbers: np.ndarray, la
                                  ) -> pd.DataFrame:
     """Validate a ``userId, movieId, tag, timestamp`` table as dated annotations (rejects
     name the MovieLens column: ``movieId``, ``tag``, ``timestamp``)."""
-    return _annotations_from_text_frame(tags, row_numbers, rejected, label, known_movie_ids,
-                                        item_column="movieId", user_column="userId")
+    return validate_annotations(tags, row_numbers, rejected, label, known_movie_ids,
+                                item_column="movieId", user_column="userId")
 
 
 def _with_tags(items: pd.DataFrame, tags_by_movie: dict[str, list[str]]) -> pd.DataFrame:
@@ -223,30 +223,30 @@ def _load_csv_layout(directory: Path, rejected: RejectedRows
                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """ml-latest-small / ml-latest / ml-20m / ml-25m / ml-32m: CSV files with a header."""
     ratings_path, movies_path = directory / "ratings.csv", directory / "movies.csv"
-    ratings, rating_rows = _read_table_with_rows(ratings_path)
-    _require_columns(ratings, ("userId", "movieId", "rating", "timestamp"), str(ratings_path))
+    ratings, rating_rows = read_table_with_rows(ratings_path)
+    require_columns(ratings, ("userId", "movieId", "rating", "timestamp"), str(ratings_path))
     ratings = ratings.rename(columns={"userId": "user_id", "movieId": "item_id",
                                       "rating": "weight"})
-    interactions = _interactions_from_text_frame(
+    interactions = validate_interactions(
         ratings[["user_id", "item_id", "timestamp", "weight"]], rating_rows, rejected,
         str(ratings_path))
 
-    movies, movie_rows = _read_table_with_rows(movies_path)
-    _require_columns(movies, ("movieId", "title", "genres"), str(movies_path))
+    movies, movie_rows = read_table_with_rows(movies_path)
+    require_columns(movies, ("movieId", "title", "genres"), str(movies_path))
     movie_table = pd.DataFrame({"item_id": movies["movieId"], "title": movies["title"],
                                 "topics": _genres_as_topics(movies["genres"])})
-    items = _items_from_text_frame(movie_table, movie_rows, rejected, str(movies_path), None)
+    items = validate_items(movie_table, movie_rows, rejected, str(movies_path), None)
 
     tags_path = directory / "tags.csv"
     annotations = empty_annotations()
     if tags_path.is_file() and tags_path.stat().st_size > 0:
         try:
-            tags, tag_rows = _read_table_with_rows(tags_path)
+            tags, tag_rows = read_table_with_rows(tags_path)
         except InputError as error:
             if not str(error.reason).startswith("empty file"):
                 raise
         else:
-            _require_columns(tags, ("userId", "movieId", "tag", "timestamp"), str(tags_path))
+            require_columns(tags, ("userId", "movieId", "tag", "timestamp"), str(tags_path))
             annotations = _annotations_from_tags_table(tags, tag_rows, str(tags_path),
                                                        items["item_id"], rejected)
     return interactions, _with_tags(items, {}), annotations
@@ -297,7 +297,7 @@ def _load_ml100k_layout(directory: Path, rejected: RejectedRows
                                str(data_path))
     rating_lines = _non_blank_line_numbers(ratings_text)
     _check_field_count(ratings, rating_lines, "timestamp", str(data_path))
-    interactions = _interactions_from_text_frame(ratings, rating_lines, rejected, str(data_path))
+    interactions = validate_interactions(ratings, rating_lines, rejected, str(data_path))
 
     genre_names = _ml100k_genre_names(directory)
     fixed = ["item_id", "title", "release_date", "video_release_date", "imdb_url"]
@@ -312,7 +312,7 @@ def _load_ml100k_layout(directory: Path, rejected: RejectedRows
     genres = pd.Series(["|".join(names[row]) for row in flags], dtype=str)
     movie_table = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"],
                                 "topics": _genres_as_topics(genres)})
-    items = _items_from_text_frame(movie_table, movie_lines, rejected, str(item_path), None)
+    items = validate_items(movie_table, movie_lines, rejected, str(item_path), None)
     return interactions, _with_tags(items, {})
 
 
@@ -362,15 +362,14 @@ def _load_dat_layout(directory: Path, rejected: RejectedRows
     # blank lines are skipped by the parser; count them so row numbers stay line numbers
     line_numbers = _non_blank_line_numbers(ratings_text)
     _check_field_count(ratings, line_numbers, "timestamp", str(ratings_path))
-    interactions = _interactions_from_text_frame(ratings, line_numbers, rejected,
-                                                 str(ratings_path))
+    interactions = validate_interactions(ratings, line_numbers, rejected, str(ratings_path))
 
     movie_rows, movie_lines = _split_dat_lines(_decode_legacy_text(movies_path), 3,
                                                str(movies_path))
     movies = pd.DataFrame(movie_rows, columns=["item_id", "title", "genres"], dtype=str)
     movie_table = pd.DataFrame({"item_id": movies["item_id"], "title": movies["title"],
                                 "topics": _genres_as_topics(movies["genres"])})
-    items = _items_from_text_frame(movie_table, movie_lines, rejected, str(movies_path), None)
+    items = validate_items(movie_table, movie_lines, rejected, str(movies_path), None)
 
     tags_path = directory / "tags.dat"
     annotations = empty_annotations()

@@ -23,9 +23,13 @@ import numpy as np
 import pandas as pd
 
 from relrec.config import PrepareConfig, RunConfig
+from relrec.data.ingest import (finalize, load_annotations, load_interactions, load_items,
+                                with_annotation_tags)
 from relrec.data.pairs import item_frequency_sql, next_item_pairs_sql, training_pairs_sql
 from relrec.data.sessions import sessionize_sql
 from relrec.data.split import TEST, VALID, TimeSplit, assign_period, time_split
+from relrec.data.validate import (RejectedRows, empty_annotations, filter_unknown_items,
+                                  restrict_media)
 from relrec.errors import InputError
 from relrec.manifest import atomic_write_json, file_sha256, library_versions
 
@@ -265,10 +269,6 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
     when no folder is given or a URL other than http(s) is a counted reject — the item is kept
     without it (see :mod:`relrec.media`). http(s) URLs are kept as given. Returns the manifest.
     """
-    from relrec.data.ingest import (RejectedRows, empty_annotations, filter_unknown_items,
-                                    finalize, load_annotations, load_interactions, load_items,
-                                    restrict_media, with_annotation_tags)
-
     if movielens is not None and (interactions is not None or items is not None):
         given = "--interactions" if interactions is not None else "--items"
         raise InputError(f"--movielens and {given} were both given: a run is prepared from "

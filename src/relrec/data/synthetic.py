@@ -1,87 +1,9 @@
 """Synthetic interaction logs and item catalogues with planted structure, for fast tests
-whose answers are known.
+whose answers are known: :func:`generate` (in memory, with the planted truth),
+:func:`stream_interactions_to_parquet` (large logs in bounded memory) and :func:`write_dataset`.
 
-Generative story
-================
-
-Everything is drawn from ``numpy.random.default_rng`` streams derived from
-``SyntheticConfig.seed``; the items, their text, their vectors and the sessions each use their
-own stream, so changing a session parameter (``autoplay_rate``, ``satiation``, ``n_users``)
-leaves the catalogue unchanged.
-
-**Items.** ``n_items`` items ``"i0" … "i{n-1}"`` (the item index is the row of ``items``).
-
-* *Topics.* Each item gets a **primary topic**: the topics ``0 … n_topics-1`` are dealt out
-  evenly (``index % n_topics``) and randomly permuted, so every topic has items. With
-  probability ``secondary_topic_rate`` an item also gets a **secondary topic**, uniform over
-  the other topics. Topics are named ``"topic_07"`` (zero-padded to at least two digits); an
-  item's ``topics`` column lists its primary topic, then its secondary topic if any. The
-  ``topics`` column is the *evaluation label*: the topic name never appears in the title,
-  description or tags.
-* *Popularity.* Ranks ``0 … n_items-1`` are randomly permuted over the items (so every topic has
-  popular and niche items) and item ``i`` with rank ``r_i`` gets the sampling probability
-  ``popularity[i] ∝ (r_i + 1) ** -popularity_exponent`` (a Zipf-like power law, sums to 1).
-* *Text.* Each topic owns a vocabulary of :data:`TOPIC_VOCABULARY_SIZE` made-up words and there
-  is a shared pool of :data:`SHARED_VOCABULARY_SIZE` generic words (no word contains
-  ``"topic"`` or a digit). Every word slot of a title (3–6 words), a description (8–16 words,
-  missing with probability :data:`DESCRIPTION_MISSING_RATE`) and the tags (0–3 distinct words)
-  is *topical* with probability ``max(0, 1 - text_noise)`` — a word of the item's primary topic
-  (of its secondary topic with probability 0.3 when it has one) — and otherwise *noise*: a
-  generic word or, with probability 0.5, a word of a uniformly random topic's vocabulary. So a
-  text encoder recovers the topic from the text only noisily.
-* *Content vectors.* Each topic has a random unit centroid in ``R^content_dim``. An item's
-  vector is ``normalise(c_primary [+ 0.5 c_secondary] + ε)`` with
-  ``ε ~ N(0, (text_noise · CONTENT_NOISE_SCALE)² / content_dim · I)``, stored as float32 unit
-  vectors: the "content embedding" a test can use instead of a text encoder. At the default
-  ``text_noise=0.5`` a nearest-centroid classifier recovers the primary topic of about three
-  items in four (all of them at 0.1, about a third at 1.0 with 20 topics and 32 dimensions).
-
-**Users and sessions.** ``n_users`` users ``"u0" …``; a user has ``1 + Poisson(
-sessions_per_user - 1)`` sessions (mean ``sessions_per_user``, at least one) and a session has
-``1 + Poisson(session_length - 1)`` engagements (mean ``session_length``). Session ids are
-``"u{user}_s{k}"``; every interaction has weight 1.0. Within a session:
-
-1. The first item is drawn from the global popularity distribution.
-2. Each next item, given the current item ``c``:
-
-   a. with probability ``autoplay_rate`` it is an **autoplay / trending** jump: an item of the
-      *autoplay pool* (the top :data:`AUTOPLAY_POOL_FRACTION` of items by popularity, at least
-      :data:`AUTOPLAY_POOL_MIN` items, any topic) drawn proportionally to popularity — the
-      planted cross-topic noise (``transitions.is_autoplay``). When ``c`` is itself in the pool
-      the probability is ``trending_autoplay_rate`` (default: the same), which plants
-      *trending chains*: most co-engagements of popular triggers then cross topics, while
-      niche triggers stay on topic;
-   b. otherwise, when ``satiation > 0``, the user is **satiated** with probability
-      ``1 - (1 - satiation) ** (run - 1)``, where ``run`` is the number of consecutive items at
-      the end of the session so far (including ``c``) whose primary topic equals ``c``'s
-      primary topic (``run = 1`` right after a topic change, so the first item of a new topic
-      is never followed by a satiated jump). A satiated user engages an item drawn from the
-      global popularity distribution restricted to items whose primary topic differs from
-      ``c``'s (``transitions.is_satiation``). With ``satiation = 0`` this never happens; with
-      ``satiation > 0`` same-topic runs get shorter, and an on-topic candidate is less likely to
-      be engaged the more same-topic items were just seen (the signal CAViaR's contextual
-      re-ranker should learn);
-   c. otherwise it is an **on-topic** step: the walk topic is ``c``'s primary topic, or — with
-      probability 0.5 when ``c`` has a secondary topic — its secondary topic, and the next item
-      is drawn proportionally to popularity among the items whose primary topic is the walk
-      topic. The next item therefore always shares a topic with ``c``.
-
-   No step repeats the current item: it is cut out of the distribution (the others keep their
-   relative probabilities) unless no other item qualifies.
-
-**Timestamps** (int64 Unix seconds). A user's first session starts at ``start_timestamp`` plus a
-uniform offset within :data:`USER_START_SPREAD_SECONDS`; consecutive engagements of a session
-are 10–600 s apart (uniform integers); consecutive sessions of a user are more than two hours
-apart (``2 h + 1 s + Exponential(mean 22 h)``), so a 30-minute sessionization gap recovers the
-planted sessions exactly.
-
-Outputs: :func:`generate` returns a :class:`SyntheticDataset` (interactions with the same schema
-as relrec's ingest output, items, content vectors and the planted truth: topics, popularity and
-a ``transitions`` table flagging every autoplay / satiation step).
-:func:`stream_interactions_to_parquet` writes a large log (1M … 100M rows) in bounded-memory
-chunks; :func:`write_dataset` writes ``interactions.parquet`` and ``items.parquet``.
-Evaluation topics never enter features: only ``items.topics``, ``item_topic`` and the
-``transitions`` flags carry them, for tests and evaluation.
+The generative story — topics, popularity, text, content vectors, sessions with autoplay and
+satiation steps, timestamps — is specified in ``docs/SYNTHETIC.md``.
 """
 
 from __future__ import annotations
@@ -158,7 +80,7 @@ _ITEMS, _TEXT, _VECTORS, _SESSIONS, _STREAM = range(5)
 
 
 class SyntheticConfig(BaseModel):
-    """Parameters of the generative story (see the module docstring)."""
+    """Parameters of the generative story (see ``docs/SYNTHETIC.md``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -180,7 +102,7 @@ class SyntheticConfig(BaseModel):
     satiation: float = Field(
         0.0, ge=0.0, le=1.0,
         description="probability of leaving the topic is 1 - (1 - satiation) ** (run - 1), run "
-                    "= same-primary-topic items just seen (see the module docstring)")
+                    "= same-primary-topic items just seen (see docs/SYNTHETIC.md)")
     text_noise: float = Field(0.5, ge=0.0, description="item vectors / text carry the topic "
                                                        "noisily")
     content_dim: int = Field(32, ge=2)
@@ -204,8 +126,8 @@ class SyntheticDataset:
     ``item_index``; an item's index is its row in ``items``). ``transitions`` has one row per
     consecutive pair within a session: ``user_id, session_id, position`` (of ``to_item``, >= 1),
     ``from_item, to_item`` (ids), ``from_index, to_index`` (item indices) and the planted flags
-    ``is_autoplay`` (step 2a) and ``is_satiation`` (step 2b); a pair with neither flag is an
-    on-topic step.
+    ``is_autoplay`` (step 2a of ``docs/SYNTHETIC.md``) and ``is_satiation`` (step 2b); a pair
+    with neither flag is an on-topic step.
     """
 
     interactions: pd.DataFrame
