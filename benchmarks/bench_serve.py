@@ -92,7 +92,7 @@ async def drive(url: str, item_ids: list[str], total: int, concurrency: int, k: 
 
 
 def library_reference(run_dir: Path, item_indices: np.ndarray, k: int, n: int = 2000) -> float:
-    from relrec.index.related import RelatedItems
+    from relrec.related import RelatedItems
 
     model = RelatedItems.load(run_dir, index_kind="exact")
     rng = np.random.default_rng(0)

@@ -22,7 +22,7 @@ from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
 from relrec.evaluate.bootstrap import paired_bootstrap_difference
 from relrec.evaluate.metrics import popularity_masks, topic_match_rate_at_k
-from relrec.index.related import RelatedItems
+from relrec.related import RelatedItems
 from relrec.run import RunData
 from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config
@@ -56,7 +56,7 @@ def main() -> None:
                                                  "keep_epoch": args.keep})
             train_run(args.out, config, progress=False, model_name=f"{name}_{seed}")
             model = RelatedItems.load(args.out, model_name=f"{name}_{seed}")
-            _, ranked = model.similar_indices(triggers, 10)
+            ranked = model.ranked_indices(run.item_ids[triggers], 10)
             topic_match[name] = topic_match_rate_at_k(ranked, triggers, run.topic_matrix, 10)
         difference = paired_bootstrap_difference(topic_match["cf_opc"], topic_match["cf"], 500, 0)
         print(json.dumps({"seed": seed, "epochs": args.epochs, "keep": args.keep,

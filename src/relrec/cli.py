@@ -17,8 +17,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from relrec.config import RunConfig
+from relrec.config import RunConfig, load_config
 from relrec.errors import InputError, RelrecError
+from relrec.content.stage import ensure_content
+from relrec.data.movielens import download_movielens
+from relrec.data.prepare import prepare_run
+from relrec.evaluate.evaluation import format_interval
+from relrec.related import RelatedItems
+from relrec.run import RunData
+from relrec.serve.server import run_server
+from relrec.studies.caviar import run_caviar_study
+from relrec.studies.mtmh import run_mtmh_study
+from relrec.studies.paper import run_paper_study
+from relrec.studies.report import markdown_table
+from relrec.studies.run_evaluation import interval_notes, metrics_table, paired_table
+from relrec.studies.run_evaluation import run_evaluation
+from relrec.train.blend_tuning import DEFAULT_WEIGHTS, tune_content_blend
+from relrec.train.pipeline import train_preset
+from relrec.train.reranker import train_reranker
+from relrec.train.setup import TrainingInterrupted, discard_checkpoint, interrupt_message
+from relrec.train.trainer import resolve_device
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Related-item lists balancing engagement, relevance and popularity.")
@@ -51,24 +69,6 @@ def user_errors(command):
     return wrapper
 
 
-def load_config(path: Optional[Path], run_dir: Optional[Path] = None) -> RunConfig:
-    if path is not None:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            return RunConfig.from_toml(path)
-        except Exception as error:  # tomllib / pydantic errors: name the file
-            raise ValueError(f"{path}: invalid config: {error}".replace("\n", " ")) from None
-    if run_dir is not None and (run_dir / "manifest.json").exists():
-        from relrec.manifest import read_manifest
-
-        # keep how the run was prepared; training settings come from the preset and options
-        recorded = dict(read_manifest(run_dir)["config"])
-        recorded.pop("train", None)
-        return RunConfig.model_validate(recorded)
-    return RunConfig()
-
-
 def _set(section, **values):
     """Apply command-line overrides that were given (not None) to a config section."""
     for name, value in values.items():
@@ -84,8 +84,6 @@ def download(name: str = typer.Argument("ml-latest-small",
              cache_dir: Optional[Path] = typer.Option(
                  None, help="default: $RELREC_CACHE/datasets or ~/.cache/relrec/datasets")):
     """Fetch a public MovieLens data set from its official site into the cache (once)."""
-    from relrec.data.movielens import download_movielens
-
     with console.status(f"downloading {name}"):
         directory = download_movielens(name, cache_dir)
     console.print(f"{name}: {directory}  (relrec prepare --movielens {directory} --out RUN)")
@@ -118,8 +116,6 @@ def prepare(
     config_path: Optional[Path] = ConfigOption,
 ):
     """Ingest and validate data, build sessions, pairs and the time split."""
-    from relrec.data.prepare import prepare_run
-
     config = load_config(config_path)
     _set(config.prepare, session_gap_seconds=session_gap, window=window,
          valid_fraction=valid_fraction, test_fraction=test_fraction, content_cut=content_cut)
@@ -150,9 +146,6 @@ def embed(run_dir: Path = typer.Argument(...),
           force: bool = typer.Option(False, help="recompute even if present"),
           config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
     """Compute item content embeddings (cached by content hash and model)."""
-    from relrec.content.stage import ensure_content
-    from relrec.run import RunData
-
     config = load_config(config_path, run_dir)
     notes: dict = {}
     available = ensure_content(RunData(run_dir), list(modality), config.content,
@@ -177,35 +170,21 @@ def train(run_dir: Path = typer.Argument(...),
           config_path: Optional[Path] = ConfigOption, progress: bool = ProgressOption):
     """Train the two-tower model of a preset; resumes from a checkpoint after a kill or
     Ctrl-C (run the same command again)."""
-    from relrec.train.pipeline import TrainingInterrupted, discard_checkpoint, \
-        interrupt_message, train_run
-    from relrec.train.presets import resolve_train_config
-    from relrec.train.trainer import resolve_device
-
     config = load_config(config_path, run_dir)
     overrides = {k: v for k, v in {"max_epochs": epochs, "batch_size": batch_size,
                                    "temperature": temperature, "seed": seed, "w_sem": w_sem,
                                    "logq_correction": logq, "opc": opc,
                                    "device": device}.items() if v is not None}
-    if (preset or config.train.preset) == "full" and "w_sem" not in overrides \
-            and "w_sem" not in config.train.model_fields_set:
-        # the paper's recipe takes its w_co:w_sem from the validation sweep of `relrec study`
-        from relrec.manifest import read_manifest
-
-        choice = (read_manifest(run_dir).get("study_paper") or {}).get("full_ratio_choice")
-        if choice and choice.get("w_sem"):
-            overrides["w_sem"] = choice["w_sem"]
-            console.print(f"full preset: w_sem = {choice['w_sem']} ({choice['rule']})")
-        else:
-            console.print("full preset: no `relrec study RUN paper` yet; using the paper's 1:500")
-    config.train = resolve_train_config(config.train, preset, overrides)
-    resolve_device(config.train.device)  # an absent accelerator fails before any work
+    resolve_device(overrides.get("device", config.train.device))  # fails before any work
     if restart:
         discarded = discard_checkpoint(run_dir)
         console.print(f"--restart: discarded the checkpoint {discarded}" if discarded
                       else "--restart: no checkpoint to discard")
+    explicit_rank = config_path is not None and "rank" in config.model_fields_set
     try:
-        summary = train_run(run_dir, config, progress=progress)
+        summary = train_preset(run_dir, config, preset=preset, overrides=overrides,
+                               explicit_rank=explicit_rank, progress=progress,
+                               say=lambda line: console.print(line, highlight=False))
     except KeyboardInterrupt as interrupt:  # Ctrl-C: where it stopped, how to go on; 130
         message = str(interrupt) if isinstance(interrupt, TrainingInterrupted) \
             else interrupt_message(run_dir)
@@ -215,13 +194,10 @@ def train(run_dir: Path = typer.Argument(...),
         console.print(f"note: {summary['checkpoint_ignored']}", highlight=False)
     elif summary.get("resumed_from_epoch") is not None:
         console.print(f"resumed from the checkpoint at epoch {summary['resumed_from_epoch'] + 1}")
-    console.print(f"[green]trained[/green] preset {config.train.preset}: best epoch "
+    console.print(f"[green]trained[/green] preset {summary['preset']}: best epoch "
                   f"{summary['best_epoch']}, validation recall@{summary['early_stopping_k']} "
                   f"{summary['best_valid_recall']:.4f} ({summary['seconds']:.0f}s)")
-    from relrec.evaluate.blend_tuning import set_rank_after_training
-
-    explicit_rank = config_path is not None and "rank" in config.model_fields_set
-    console.print(set_rank_after_training(run_dir, config, config.train.preset, explicit_rank))
+    console.print(summary["rank"])
 
 
 @app.command()
@@ -241,8 +217,6 @@ def evaluate(run_dir: Path = typer.Argument(...),
              content_blend: Optional[float] = BlendOption,
              config_path: Optional[Path] = ConfigOption):
     """Offline metrics with 95% bootstrap intervals, against reference systems."""
-    from relrec.evaluate.runner import run_evaluation
-
     config = load_config(config_path, run_dir)
     if bootstrap is not None:
         config.evaluate.n_bootstrap = bootstrap
@@ -255,7 +229,6 @@ def evaluate(run_dir: Path = typer.Argument(...),
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    from relrec.evaluate.runner import interval_notes, metrics_table, paired_table
 
     console.print(metrics_table(result))
     if result["paired_differences"]:
@@ -277,9 +250,6 @@ def tune_blend(run_dir: Path = typer.Argument(...),
                bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples"),
                config_path: Optional[Path] = ConfigOption):
     """Choose the content-blend weight on validation; later commands rank with it."""
-    from relrec.evaluate.blend_tuning import DEFAULT_WEIGHTS, tune_content_blend
-    from relrec.evaluate.evaluation import format_interval
-
     config = load_config(config_path, run_dir)
     if bootstrap is not None:
         config.evaluate.n_bootstrap = bootstrap
@@ -324,18 +294,12 @@ def study(run_dir: Path = typer.Argument(...),
         config.evaluate.n_bootstrap = bootstrap
     split = "test" if test else "valid"
     if name == "paper":
-        from relrec.evaluate.study_paper import run_paper_study
-
         result = run_paper_study(run_dir, config, split=split, include_peers=peers,
                                  systems=system or None, progress=progress,
                                  report_only=report_only)
     elif name == "mtmh":
-        from relrec.evaluate.study_mtmh import run_mtmh_study
-
         result = run_mtmh_study(run_dir, config, split=split, progress=progress)
     elif name == "caviar":
-        from relrec.evaluate.caviar_eval import run_caviar_study
-
         if not test:
             raise InputError("the CAViaR study trains its re-ranker on validation-period "
                              "slates and scores it on test-period slates: pass --test "
@@ -343,7 +307,6 @@ def study(run_dir: Path = typer.Argument(...),
         result, _ = run_caviar_study(run_dir, config)
     else:
         raise ValueError(f"unknown study {name!r}: choose paper, mtmh or caviar")
-    from relrec.evaluate.report import markdown_table
 
     console.print(markdown_table(result))
     console.print(f"report: {run_dir}/study/{name}/report.html")
@@ -364,17 +327,15 @@ def export(run_dir: Path = typer.Argument(...),
     """Write every item's top-K related list: trigger, item, rank, score."""
     from rich.progress import Progress
 
-    from relrec.index.related import RelatedItems
-
     model = RelatedItems.load(run_dir, content_blend=content_blend)
     if alpha is not None and not model.two_heads:
         console.print("note: --alpha ignored: this model has a single head")
         alpha = None
     with Progress(disable=not progress) as bar:
         task = bar.add_task("export", total=int(model.eligible.sum()))
-        rows = model.export(out, k, progress=lambda n: bar.advance(task, n), alpha=alpha,
-                            diversify=diversify, window=window, page_size=page)
-    console.print(f"[green]wrote[/green] {rows} rows to {out}")
+        result = model.export(out, k, progress=lambda n: bar.advance(task, n), alpha=alpha,
+                              diversify=diversify, window=window, page_size=page)
+    console.print(f"[green]wrote[/green] {result['rows']} rows to {out}")
 
 
 @app.command()
@@ -392,19 +353,20 @@ def recommend(run_dir: Path = typer.Argument(...), item_id: str = typer.Argument
     """Print an item's related list with titles."""
     import pandas as pd
 
-    from relrec.index.related import RelatedItems
-
     model = RelatedItems.load(run_dir, content_blend=content_blend)
-    trigger = model.run.indices_for_ids([item_id])
-    scores, indices, notes = model.related_lists(trigger, k, alpha=alpha, diversify=diversify,
-                                           page=page, window=window)
+    notes = model.query_notes(alpha, diversify)
     for note in notes:
         console.print(f"note: {note}")
-    titles = model.run.items["title"].to_numpy()
+    diversify = diversify and model.has_reranker
+    ids, scores = model.similar_items([item_id], k, alpha=alpha, diversify=diversify,
+                                      page=page - 1, window=window)
+    if diversify:
+        console.print(f"note: diversified: page {page} of size {k}, window {window}")
+    titles = model.run.items.set_index("item_id")["title"]
     first = (page - 1) * k + 1 if diversify else 1
-    frame = pd.DataFrame([{"rank": first + r, "item": str(model.run.item_ids[i]),
-                           "title": titles[i], "score": float(s)}
-                          for r, (i, s) in enumerate(zip(indices[0], scores[0])) if i >= 0])
+    frame = pd.DataFrame([{"rank": first + r, "item": str(i), "title": titles.get(i, ""),
+                           "score": float(s)}
+                          for r, (i, s) in enumerate(zip(ids[0], scores[0])) if i])
     frame = frame if len(frame) else pd.DataFrame(columns=["rank", "item", "title", "score"])
     title = model.run.items.set_index("item_id")["title"].get(item_id, "")
     table = Table(title=f"related to {item_id}: {title}")
@@ -426,8 +388,6 @@ def train_reranker_command(
             None, help="derived topics (k-means clusters of content)")):
     """Train the CAViaR contextual re-ranker (and its point-wise baseline) into RUN_DIR/rerank
     from validation-period sessions; test sessions are never read."""
-    from relrec.rerank.train import train_reranker
-
     summary = train_reranker(run_dir, alpha=alpha, slate_size=slate_size, epochs=epochs,
                              n_topics=topics)
     console.print(f"[green]re-ranker trained[/green]: {summary['slots']} slots from "
@@ -476,8 +436,6 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
               20, min=0, help="log records a second per message, the rest counted (0: all)"),
           log_level: str = typer.Option("info")):
     """HTTP service + web explorer (FastAPI/uvicorn); see src/relrec/serve."""
-    from relrec.serve.server import run_server
-
     run_server(run_dir, host=host, port=port, log_level=log_level, ssl_keyfile=ssl_keyfile,
                ssl_certfile=ssl_certfile, insecure_admin=insecure_admin,
                allow_model_download=allow_model_download, compare_dir=compare,

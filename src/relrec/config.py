@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from relrec.manifest import read_manifest
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -52,9 +54,10 @@ class TrainConfig(_Section):
     embedding_dim: int = Field(128, ge=2)
     id_dim: int = Field(128, ge=1)
     hidden_dims: list[int] = Field(default_factory=lambda: [256])
-    temperature: float = Field(0.05, gt=0.0)
+    temperature: float = Field(1.0, gt=0.0)
+    # the field defaults are the `cf` preset (train/presets.py): raw inner product, τ = 1, logQ
     normalize_embeddings: bool = Field(
-        True, description="L2-normalise item embeddings (cosine); False = raw inner product")
+        False, description="L2-normalise item embeddings (cosine); False = raw inner product")
     batch_size: int = Field(1024, ge=2)
     learning_rate: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -65,7 +68,7 @@ class TrainConfig(_Section):
         "best", description="best: early stopping, the epoch with the best validation recall; "
         "last: train max_epochs and keep the last (compare models at one training length)")
     seed: int = 0
-    logq_correction: bool = False
+    logq_correction: bool = True
     logq_strength: float = Field(
         1.0, ge=0.0, le=1.0, description="subtract strength·log q: 1 = full correction (scores "
         "≈ log p(c|t)), 0 = none (PMI-like, popular items buried); between trades the two")
@@ -131,3 +134,22 @@ class RunConfig(_Section):
     def from_toml(cls, path: str | Path) -> "RunConfig":
         with open(path, "rb") as handle:
             return cls.model_validate(tomllib.load(handle))
+
+
+def load_config(path: str | Path | None, run_dir: str | Path | None = None) -> RunConfig:
+    """The run's configuration: the TOML file at ``path``, else how ``run_dir`` was prepared
+    (its manifest, without the training section), else the defaults."""
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            return RunConfig.from_toml(path)
+        except Exception as error:  # tomllib / pydantic errors: name the file
+            raise ValueError(f"{path}: invalid config: {error}".replace("\n", " ")) from None
+    if run_dir is not None and (Path(run_dir) / "manifest.json").exists():
+        # keep how the run was prepared; training settings come from the preset and options
+        recorded = dict(read_manifest(run_dir)["config"])
+        recorded.pop("train", None)
+        return RunConfig.model_validate(recorded)
+    return RunConfig()

@@ -8,7 +8,7 @@ with ``"data_end"``. Everything downstream reads tags from items.parquet:
 * the text encoder's input is :func:`relrec.content.text.item_text` over ``run.items``
   (``relrec embed`` → :func:`relrec.content.embed.embed_text`) — checked below by recording
   what a stand-in encoder is given;
-* the pseudo-labels (``train.pipeline.semantic_pair_labels``), the MTMH content teacher and
+* the pseudo-labels (``train.setup.semantic_pair_labels``), the MTMH content teacher and
   the content blend read the text vectors that stage writes (``content/text.npy``) — checked
   on the labels;
 * the served reasons (``serve.engine.ServedModel.reasons``) are shared *topics* (display
@@ -176,8 +176,8 @@ def test_late_tag_never_reaches_encoder_labels_or_reasons(tmp_path, monkeypatch)
     """The same data with and without the late tags gives identical items, encoder inputs,
     text vectors and pseudo-labels: the late tags have no effect at all."""
     from relrec.serve.engine import item_text as served_item_text
-    from relrec.train.pipeline import semantic_pair_labels
-    from relrec.train.content_inputs import load_content
+    from relrec.train.setup import semantic_pair_labels
+    from relrec.content.store import load_content
 
     with_late, seen_with = embedded_run(tmp_path, "with", TAGS, monkeypatch)
     early_only = [row for row in TAGS if row[3] < VALID_START]

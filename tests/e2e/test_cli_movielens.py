@@ -145,7 +145,7 @@ def test_export_and_recommend(trained_run, tmp_path):
 
 
 def test_similar_items_library_call_matches_export(trained_run, tmp_path):
-    from relrec.index.related import RelatedItems
+    from relrec.related import RelatedItems
 
     model = RelatedItems.load(trained_run)
     ids, scores = model.similar_items(["1", "260"], k=5)

@@ -36,7 +36,7 @@ def test_point_estimates_equal_a_per_trigger_computation(prepared):
     np.testing.assert_array_equal(segment.unit_trigger[segment.pair_unit], segment.trigger_row)
     system = CoVisitation().fit(prepared)
     evaluation = evaluate_system(prepared, system, "covisitation", config, "test", segments)
-    _, ranked = system.similar_indices(segment.triggers, 10)
+    ranked = system.ranked_indices(prepared.item_ids[segment.triggers], 10)
     recall = recall_at_k(ranked, segment.trigger_row, segment.targets, 10).value()
     topic = topic_match_rate_at_k(ranked, segment.triggers, prepared.topic_matrix, 10).value()
     summary = evaluation.summary["all"]
@@ -67,7 +67,7 @@ def test_paired_differences_resample_the_same_users(prepared):
 
 
 def test_notes_warn_about_untimed_content_missing_users_and_few_users():
-    from relrec.evaluate.runner import interval_notes
+    from relrec.studies.run_evaluation import interval_notes
 
     old_run = interval_notes({"split": "valid", "users": 0, "content_cut": None})
     assert any("carry no users" in line for line in old_run)

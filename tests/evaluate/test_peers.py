@@ -76,7 +76,7 @@ def test_ease_lists_exclude_trigger_rank_by_weight_and_backfill(planted_run, row
     in_train = np.flatnonzero(run.in_train)
     triggers = np.concatenate([in_train[:20], np.flatnonzero(~run.in_train)[:3]])
     k = len(in_train) + 5  # longer than the catalogue: popularity backfill, then -1 padding
-    scores, ranked = ease.similar_indices(triggers, k)
+    scores, ranked = ease._search(triggers, k)
     assert scores.dtype == np.float32 and ranked.dtype == np.int64
     for row, trigger in enumerate(triggers):
         listed = ranked[row][ranked[row] >= 0]

@@ -83,7 +83,7 @@ def serve_runs(serve_subset, posters_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(serve_runs, tmp_path_factory):
     """Run A's related lists exported at K=20 (precomputed mode)."""
-    from relrec.index.related import RelatedItems
+    from relrec.related import RelatedItems
 
     path = tmp_path_factory.mktemp("serve-export") / "related.parquet"
     RelatedItems.load(serve_runs[0]).export(path, 20)

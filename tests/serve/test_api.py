@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from relrec.index.related import RelatedItems
+from relrec.related import RelatedItems
 from relrec.run import RunData
 from relrec.serve.app import create_app
 

@@ -43,7 +43,7 @@ def test_reexported_lists_and_new_content_are_accepted_truncated_lists_refused(r
     import numpy as np
 
     from relrec.content.stage import write_content
-    from relrec.index.related import RelatedItems
+    from relrec.related import RelatedItems
     from relrec.run import RunData
 
     (run_copy / "model" / "bundle.json").unlink(missing_ok=True)

@@ -162,7 +162,7 @@ def test_torchrun_entry_point_reproduces_relrec_train(tmp_path):
 
     from safetensors.torch import load_file
 
-    from relrec.cli import load_config
+    from relrec.config import load_config
     from relrec.config import PrepareConfig, RunConfig
     from relrec.data.prepare import prepare_run
     from relrec.data.synthetic import generate

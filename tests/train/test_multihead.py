@@ -9,7 +9,7 @@ from relrec.config import RunConfig
 from relrec.content.stage import write_content
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
-from relrec.index.related import RelatedItems
+from relrec.related import RelatedItems
 from relrec.model.losses import distillation_kl
 from relrec.run import RunData
 from relrec.train.multihead import masked_distillation_kl
@@ -60,10 +60,11 @@ def test_preset_mtmh_trains_two_heads_with_a_unit_relevance_head(tmp_path):
     norms = np.linalg.norm(model.embeddings["relevance"], axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-4)
     triggers = np.arange(5)
-    _, indices, notes = model.related(triggers, 10, alpha=0.3)
-    assert indices.shape == (5, 10) and (indices >= 0).all() and notes == []
-    _, engagement = model.similar_indices(triggers, 10, head="engagement")
-    _, relevance = model.similar_indices(triggers, 10, head="relevance")
+    ids = model.item_ids_[triggers]
+    indices = model.ranked_indices(ids, 10, alpha=0.3)
+    assert indices.shape == (5, 10) and (indices >= 0).all() and model.query_notes(0.3) == []
+    _, engagement = model._head_search(triggers, 10, "engagement")
+    _, relevance = model._head_search(triggers, 10, "relevance")
     for row, trigger in enumerate(triggers):
         merged = indices[row].tolist()
         assert len(set(merged)) == 10 and trigger not in merged
@@ -71,5 +72,5 @@ def test_preset_mtmh_trains_two_heads_with_a_unit_relevance_head(tmp_path):
         assert engagement[row, 0] in merged and relevance[row, 0] in merged
         assert set(merged) <= set(engagement[row]) | set(relevance[row])
     # the ends of α are the heads themselves
-    np.testing.assert_array_equal(model.related(triggers, 10, alpha=1.0)[1], engagement)
-    np.testing.assert_array_equal(model.related(triggers, 10, alpha=0.0)[1], relevance)
+    np.testing.assert_array_equal(model.ranked_indices(ids, 10, alpha=1.0), engagement)
+    np.testing.assert_array_equal(model.ranked_indices(ids, 10, alpha=0.0), relevance)

@@ -8,7 +8,7 @@ from relrec.data.synthetic import generate
 from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.evaluate.peers import CoVisitation, Popularity
-from relrec.index.related import RelatedItems
+from relrec.related import RelatedItems
 from relrec.run import RunData
 from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config

@@ -13,7 +13,9 @@ import pandas as pd
 from relrec.config import ContentConfig
 from relrec.manifest import update_manifest
 from relrec.run import RunData
-from relrec.train.content_inputs import content_path, load_content
+from relrec.content.store import content_path, load_content
+from relrec.content.embed import embed_items
+from relrec.media import images_folder, inside_folder
 
 
 def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *,
@@ -32,8 +34,6 @@ def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *
         else:
             missing.append(modality)
     if missing:
-        from relrec.content.embed import embed_items
-
         items = run.items
         if "visual" in missing:
             items, refused = media_inside_images_folder(items, run.manifest)
@@ -70,8 +70,6 @@ def media_inside_images_folder(items: pd.DataFrame, manifest: dict) -> tuple[pd.
     folder (``inputs.images.path``, symlinks resolved; see :mod:`relrec.media`) set to None —
     so ``embed`` never reads a file outside it and never fetches a URL — and how many were
     removed."""
-    from relrec.media import images_folder, inside_folder
-
     folder = images_folder(manifest)
     items = items.copy()
     refused = 0

@@ -32,6 +32,7 @@ from relrec.data.validate import (RejectedRows, empty_annotations, filter_unknow
                                   restrict_media)
 from relrec.errors import InputError
 from relrec.manifest import atomic_write_json, file_sha256, library_versions
+from relrec.data.movielens import load_movielens
 
 
 @dataclass
@@ -285,8 +286,6 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
             raise InputError("images directory not found", file=str(images_folder))
         images_folder = images_folder.resolve()
     if movielens is not None:
-        from relrec.data.movielens import load_movielens
-
         interaction_frame, item_frame, annotation_frame = load_movielens(
             movielens, images=images, rejected=rejected)
         # posters come from the folder's listing; a symlink out of it is refused here

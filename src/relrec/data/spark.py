@@ -30,6 +30,9 @@ from relrec.data.pairs import (item_frequency_sql, item_stats_sql, next_item_pai
                                training_pairs_sql)
 from relrec.data.sessions import sessionize_sql
 from relrec.data.split import TEST, VALID, higher_quantile_sql
+from relrec.data.outofcore import _higher_quantile_index
+from relrec.data.outofcore import finished_evaluation_pairs_sql
+from relrec.data.split import TimeSplit
 
 
 @dataclass
@@ -79,8 +82,6 @@ def extract_pairs_spark(spark, events_df, config: PrepareConfig | None = None, *
 
 # -- cluster command line -------------------------------------------------------------------
 def _quantile_higher(spark, view: str, n: int, q: float) -> int:
-    from relrec.data.outofcore import _higher_quantile_index
-
     position = _higher_quantile_index(n, q)
     return int(spark.sql(higher_quantile_sql(view, position)).collect()[0][0])
 
@@ -91,8 +92,6 @@ def events_from_interactions(spark, interactions_df, config: PrepareConfig):
     Item indices follow item-id order (as :mod:`relrec.data.outofcore` does); the time split
     is :func:`relrec.data.split.time_split`'s, exactly.
     """
-    from relrec.data.split import TimeSplit
-
     interactions_df.createOrReplaceTempView("relrec_raw")
     item_map = spark.sql("""
         SELECT item_id, CAST(ROW_NUMBER() OVER (ORDER BY item_id) - 1 AS BIGINT) AS item_index
@@ -121,8 +120,6 @@ def write_pair_tables(spark, interactions: str, out_dir: str,
     Parquet directories (``item_map``, ``train_pairs``, ``item_stats``, ``valid_pairs``,
     ``test_pairs``), the same contents as :func:`relrec.data.outofcore.extract_pairs_out_of_core`.
     """
-    from relrec.data.outofcore import finished_evaluation_pairs_sql
-
     config = config or PrepareConfig()
     events, item_map, split = events_from_interactions(spark, spark.read.parquet(interactions),
                                                        config)

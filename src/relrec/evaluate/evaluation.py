@@ -1,7 +1,7 @@
 """Score any system that produces related lists on a run's held-out pairs (SPEC §6).
 
-A *system* is anything with ``similar_indices(trigger_indices, k) -> (scores, indices)``:
-a trained model (:class:`relrec.index.related.RelatedItems`) or a peer
+A *system* is any :class:`relrec.index.base.SimilarItemsModel` — a trained model
+(:class:`relrec.RelatedItems`) or a peer
 (:mod:`relrec.evaluate.peers`). All systems are scored on the same triggers, so two systems'
 per-trigger metrics can be compared with a paired bootstrap.
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from relrec.config import EvaluateConfig
+from relrec.content.store import load_content
 from relrec.evaluate.bootstrap import bootstrap_interval, paired_bootstrap_difference
 from relrec.evaluate.metrics import (PerTrigger, content_similarity_at_k, coverage_at_k,
                                      ndcg_at_k, novelty_at_k, popular_share_at_k,
@@ -122,15 +123,14 @@ def segment_pairs(run: RunData, split: str, config: EvaluateConfig) -> dict[str,
 
 def relevance_vectors(run: RunData) -> np.ndarray | None:
     """Content vectors for the relevance fallback when items carry no topic labels."""
-    from relrec.train.content_inputs import load_content
-
     loaded = load_content(run, "text")
     return None if loaded is None else loaded[0]
 
 
 def evaluate_system(run: RunData, system, name: str, config: EvaluateConfig,
                     split: str = "valid", segments: dict[str, SegmentPairs] | None = None,
-                    ) -> SystemEvaluation:
+                    options: dict | None = None) -> SystemEvaluation:
+    """Score ``system.similar_items(…, **options)`` on every segment of ``split``."""
     segments = segments or segment_pairs(run, split, config)
     ks = sorted(config.ks)
     k_max = ks[-1]
@@ -152,7 +152,8 @@ def evaluate_system(run: RunData, system, name: str, config: EvaluateConfig,
             evaluation.per_trigger[segment_name] = metrics
             evaluation.summary[segment_name] = {"counts": counts}
             continue
-        _, ranked = system.similar_indices(segment.triggers, k_max)
+        ranked = system.ranked_indices(run.item_ids[segment.triggers], k_max,
+                                       **(options or {}))
         unit_ranked = ranked[segment.unit_trigger]
         shared = lambda metric: share_among_units(metric, segment)  # noqa: E731
         for k in ks:

@@ -1,7 +1,7 @@
 """Reference systems scored on the same split and metrics as relrec's models.
 
-Each peer has ``fit(run)`` and ``similar_indices(trigger_indices, k) -> (scores, indices)``
-with the trigger excluded and -1 padding, like :class:`relrec.index.related.RelatedItems`.
+Each peer is a :class:`relrec.index.base.SimilarItemsModel`: ``fit(run)``, then
+``similar_items(ids, k)`` like :class:`relrec.RelatedItems` (the trigger excluded, padded).
 A peer that cannot be fitted on a run (too large, a missing input) raises :class:`PeerSkipped`
 with a note; :mod:`relrec.evaluate.peer_tuning` reports it as skipped.
 """
@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from relrec.content.store import load_content
+from relrec.index.base import SimilarItemsModel
+from relrec.index.faiss_index import ItemIndex
 from relrec.run import RunData
 
 # EASE keeps a dense item × item matrix: n² float64 while fitting (≈ 7.2 GB at 30 000 items,
@@ -44,12 +47,13 @@ def _pad_rows(rows: list[np.ndarray], k: int) -> np.ndarray:
     return out
 
 
-class Popularity:
+class Popularity(SimilarItemsModel):
     """The most frequent candidates of the training pairs, the same list for every trigger."""
 
     name = "popularity"
 
     def fit(self, run: RunData) -> "Popularity":
+        self.item_ids_ = run.item_ids
         frequency = run.candidate_frequency.astype(np.float64)
         eligible = np.flatnonzero(run.in_train)
         order = np.lexsort((eligible, -frequency[eligible]))
@@ -57,7 +61,7 @@ class Popularity:
         self.scores_ = frequency[self.ranking_]
         return self
 
-    def similar_indices(self, trigger_indices: np.ndarray, k: int):
+    def _search(self, trigger_indices: np.ndarray, k: int):
         head = self.ranking_[: k + 1]
         rows = [head[head != trigger][:k] for trigger in trigger_indices]
         ranked = _pad_rows(rows, k)
@@ -65,7 +69,7 @@ class Popularity:
         return scores, ranked
 
 
-class CoVisitation:
+class CoVisitation(SimilarItemsModel):
     """Item-kNN on co-visitation counts (Linden et al. 2003), backfilled by popularity.
 
     ``normalization``: ``"count"`` ranks by raw symmetric co-visitation count; ``"cosine"``
@@ -80,6 +84,7 @@ class CoVisitation:
         self.normalization = normalization
 
     def fit(self, run: RunData) -> "CoVisitation":
+        self.item_ids_ = run.item_ids
         pairs = run.train_pairs
         n = run.n_items
         counts = sp.coo_matrix(
@@ -95,9 +100,9 @@ class CoVisitation:
         self.popularity_ = Popularity().fit(run)
         return self
 
-    def similar_indices(self, trigger_indices: np.ndarray, k: int):
+    def _search(self, trigger_indices: np.ndarray, k: int):
         matrix = self.matrix_
-        _, fallback = self.popularity_.similar_indices(np.asarray(trigger_indices), k)
+        _, fallback = self.popularity_._search(np.asarray(trigger_indices), k)
         ranked = np.full((len(trigger_indices), k), -1, dtype=np.int64)
         scores = np.full((len(trigger_indices), k), -np.inf, dtype=np.float32)
         for position, trigger in enumerate(trigger_indices):
@@ -117,18 +122,16 @@ class CoVisitation:
         return scores, ranked
 
 
-class _VectorKNN:
+class _VectorKNN(SimilarItemsModel):
     """Nearest neighbours by cosine over per-item vectors (rows with ok=False are skipped)."""
 
     def _build(self, vectors: np.ndarray, ok: np.ndarray) -> None:
-        from relrec.index.faiss_index import ItemIndex
-
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         self.vectors_ = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
         self.index_ = ItemIndex(self.vectors_.shape[1])
         self.index_.add(self.vectors_[ok], np.flatnonzero(ok))
 
-    def similar_indices(self, trigger_indices: np.ndarray, k: int):
+    def _search(self, trigger_indices: np.ndarray, k: int):
         trigger_indices = np.asarray(trigger_indices, dtype=np.int64)
         return self.index_.search(self.vectors_[trigger_indices], k, exclude=trigger_indices)
 
@@ -146,8 +149,7 @@ class ContentKNN(_VectorKNN):
         self.modalities = modalities
 
     def fit(self, run: RunData) -> "ContentKNN":
-        from relrec.train.content_inputs import load_content
-
+        self.item_ids_ = run.item_ids
         parts, ok_any = [], np.zeros(run.n_items, dtype=bool)
         for modality in self.modalities:
             loaded = load_content(run, modality)
@@ -173,6 +175,7 @@ class ImplicitALS(_VectorKNN):
         self.iterations, self.alpha, self.seed = iterations, alpha, seed
 
     def fit(self, run: RunData) -> "ImplicitALS":
+        self.item_ids_ = run.item_ids
         import pandas as pd
 
         AlternatingLeastSquares = _optional("implicit.cpu.als", "ALS").AlternatingLeastSquares
@@ -208,6 +211,7 @@ class Item2Vec(_VectorKNN):
         self.negative, self.seed = negative, seed
 
     def fit(self, run: RunData) -> "Item2Vec":
+        self.item_ids_ = run.item_ids
         Word2Vec = _optional("gensim.models", "item2vec").Word2Vec
 
         sessions = run.train_sessions
@@ -276,7 +280,7 @@ def ease_weights_from_rows(rows: sp.csr_matrix, l2: float) -> np.ndarray:
     return _weights_from_precision(precision)
 
 
-class EASE:
+class EASE(SimilarItemsModel):
     """EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019).
 
     Closed-form item-item weights ``B̂ = I − P̂ · diagMat(1 ⊘ diag(P̂))`` with
@@ -328,6 +332,7 @@ class EASE:
         return matrix
 
     def fit(self, run: RunData) -> "EASE":
+        self.item_ids_ = run.item_ids
         items = np.flatnonzero(run.in_train)
         cap = EASE_MAX_ITEMS if self.max_items is None else int(self.max_items)
         if len(items) > cap:
@@ -348,9 +353,9 @@ class EASE:
         self.popularity_ = Popularity().fit(run)
         return self
 
-    def similar_indices(self, trigger_indices: np.ndarray, k: int, batch: int = 1024):
+    def _search(self, trigger_indices: np.ndarray, k: int, batch: int = 1024):
         triggers = np.asarray(trigger_indices, dtype=np.int64)
-        _, fallback = self.popularity_.similar_indices(triggers, k)
+        _, fallback = self.popularity_._search(triggers, k)
         ranked = np.full((len(triggers), k), -1, dtype=np.int64)
         scores = np.full((len(triggers), k), -np.inf, dtype=np.float32)
         local = self.local_of_[triggers]

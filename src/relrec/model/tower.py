@@ -87,6 +87,33 @@ class ItemTower(nn.Module):
         buffer[: len(vectors)] = torch.as_tensor(vectors, dtype=torch.float32)
         flags[: len(ok)] = torch.as_tensor(ok, dtype=torch.bool)
 
+    @property
+    def content_modalities(self) -> tuple[str, ...]:
+        """The content inputs this tower reads ("text", "visual")."""
+        return tuple(m for m in ("text", "visual") if getattr(self.config, f"{m}_dim"))
+
+    def attach_content(self, content: dict[str, tuple[np.ndarray, np.ndarray]]) -> "ItemTower":
+        """Attach every modality of ``content`` (modality → (vectors, ok)); see
+        :func:`relrec.content.store.required_content`."""
+        for modality, (vectors, ok) in content.items():
+            self.set_content(modality, vectors, ok)
+        return self
+
+    @torch.no_grad()
+    def item_embeddings(self, known: np.ndarray, head: str | None = None,
+                        batch_size: int = 65536) -> np.ndarray:
+        """(n_items, embedding_dim) float32 of every item; items with ``known`` False take
+        the cold ID row (their content path alone)."""
+        self.eval()
+        device = next(self.parameters()).device
+        n_items = len(known)
+        out = []
+        for start in range(0, n_items, batch_size):
+            items = torch.arange(start, min(start + batch_size, n_items), device=device)
+            flags = torch.as_tensor(np.array(known[start:start + len(items)]), device=device)
+            out.append(self(items, head=head, known=flags).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
     def _project(self, modality: str, items: torch.Tensor) -> torch.Tensor:
         projection = getattr(self, f"{modality}_projection")
         projected = projection(getattr(self, f"{modality}_vectors")[items])

@@ -33,6 +33,7 @@ import pandas as pd
 
 from relrec.data.sessions import sessionize_sql
 from relrec.data.split import TEST, VALID, TimeSplit, assign_period
+from relrec.rerank.features import similarity_to_recent
 from relrec.run import RunData
 
 PERIODS = {"valid": VALID, "test": TEST}
@@ -119,11 +120,11 @@ class Slates:
     similarity: np.ndarray  # CAViaR Fig. 2 bucket variable (candidate · mean of recent 5)
 
 
-def build_slates(reranker, system, triggers: SlateTriggers, slate_size: int) -> Slates:
-    """Slates = the main ranking's top-N of each trigger (see the module docstring)."""
-    from relrec.rerank.features import similarity_to_recent
-
-    scores, ranked = system.similar_indices(triggers.triggers, slate_size + 10)
+def build_slates(reranker, lists, triggers: SlateTriggers, slate_size: int,
+                 alpha: float | None = None) -> Slates:
+    """Slates = the main ranking's top-N of each trigger (see the module docstring);
+    ``lists`` is a :class:`relrec.rerank.lists.RankedLists` (its own order, at ``alpha``)."""
+    scores, ranked = lists._main_search(np.asarray(triggers.triggers), slate_size + 10, alpha)
     rows, columns = [], []
     labels = []
     for r in range(len(triggers.triggers)):

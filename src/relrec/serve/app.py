@@ -31,6 +31,7 @@ from relrec.serve.engine import ServedModel, ServeError, default_text_encoder
 from relrec.serve.state_dir import clean_orphaned_staging, load_admin_state, lock_state_dir, \
     save_admin_state
 from relrec.serve.limits import ConcurrencyLimits, RouteLabels
+from relrec.media import images_folder, resolve_folder
 
 log = logging.getLogger("relrec.serve")
 STATIC = Path(__file__).parent / "static"
@@ -310,8 +311,6 @@ class ServiceState:
         """The one folder image files are served from: ``--images``, else the images folder
         the run was prepared with (its manifest); none: no image file is served (http(s)
         URLs are still handed to the browser). Never guessed from the items' paths."""
-        from relrec.media import images_folder, resolve_folder
-
         if self.settings.image_root is not None:
             return resolve_folder(self.settings.image_root)
         import json

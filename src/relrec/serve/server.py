@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from relrec.serve.app import Settings, check_admin_token, create_app
+from relrec.serve.limits import LogRateLimit
+from relrec.serve.limits import guarded_h11_protocol
 
 log = logging.getLogger("relrec.serve")
 
@@ -32,8 +35,6 @@ def build_server(app, settings, *, host: str = "127.0.0.1", port: int = 8000,
     of ``settings`` (``Settings``), its keep-alive timeout, no access log."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
-
-    from relrec.serve.limits import guarded_h11_protocol
 
     protocol = guarded_h11_protocol(settings.header_timeout,
                                     _descriptor_room(settings.max_connections))
@@ -104,9 +105,6 @@ def run_server(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
                log_level: str = "info", ssl_keyfile: Path | None = None,
                ssl_certfile: Path | None = None, insecure_admin: bool = False,
                **settings) -> None:
-    from relrec.serve.app import Settings, check_admin_token, create_app
-    from relrec.serve.limits import LogRateLimit
-
     check_admin_token(settings.get("admin_token"))
     check_admin_exposure(host, settings.get("admin_token"), ssl_keyfile=ssl_keyfile,
                          ssl_certfile=ssl_certfile, insecure_admin=insecure_admin)

@@ -40,6 +40,11 @@ import torch.distributed as dist
 from relrec.config import RunConfig, TrainConfig
 from relrec.model.losses import sampled_softmax_loss
 from relrec.train.trainer import Trainer
+from relrec.config import load_config
+from relrec.content.stage import ensure_content
+from relrec.train.blend_tuning import set_rank_after_training
+from relrec.train.presets import resolve_train_config
+from relrec.train.setup import prepare_training
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
@@ -181,9 +186,6 @@ def train_run_distributed(run_dir: str | Path, config: RunConfig, *, progress: b
     embeddings first (the others then read the cache), every rank builds the same examples,
     and only rank 0 writes the model, the summary and the manifest.
     """
-    from relrec.content.stage import ensure_content
-    from relrec.train.pipeline import prepare_training
-
     rank, world = dist.get_rank(), dist.get_world_size()
     local_slice(config.train.batch_size, rank, world)  # fail early on an indivisible batch
     notes: dict = {"distributed": {"world_size": world, "backend": dist.get_backend(),
@@ -234,8 +236,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="gloo", help="gloo (CPU); see docs/SCALING.md")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from relrec.cli import load_config
-    from relrec.train.presets import resolve_train_config
 
     if not dist.is_initialized():
         dist.init_process_group(args.backend)
@@ -247,8 +247,6 @@ def main(argv: list[str] | None = None) -> None:
         config.train = resolve_train_config(config.train, args.preset, overrides)
         summary = train_run_distributed(args.run_dir, config, progress=not args.no_progress)
         if dist.get_rank() == 0:
-            from relrec.evaluate.blend_tuning import set_rank_after_training
-
             print(set_rank_after_training(
                 args.run_dir, config, config.train.preset,
                 explicit_rank=args.config is not None and "rank" in config.model_fields_set))

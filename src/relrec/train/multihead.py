@@ -7,7 +7,7 @@
 * **relevance head** — ``L_co + w_r · KL(P_content ‖ Q_model)`` (MTMH eq. 2). This head always
   works on **unit vectors**: its ``L_co`` and its KL use cosine / ``relevance_temperature``,
   and it is served by cosine too (``multihead.json`` lists it under ``normalized_heads``;
-  :class:`relrec.index.related.RelatedItems` normalises it at load). Reason: the KL compares
+  :class:`relrec.RelatedItems` normalises it at load). Reason: the KL compares
   two softmaxes over the batch; with raw vectors a candidate's norm (popularity) would enter Q
   but not P, so the head could not match the teacher by direction alone.
 * **teacher** — for each trigger in the batch, ``P = softmax_j(cos(content_t, content_j)/τ_c)``
@@ -40,8 +40,10 @@ from relrec.config import RunConfig, TrainConfig
 from relrec.manifest import atomic_write_json
 from relrec.model.losses import sampled_softmax_loss
 from relrec.model.tower import ItemTower
-from relrec.train.content_inputs import fused_content
-from relrec.train.trainer import Trainer, item_embeddings
+from relrec.content.store import fused_content
+from relrec.train.setup import prepare_training, reporting_interrupts
+from relrec.train.trainer import Trainer
+from relrec.index.faiss_index import ItemIndex
 
 ENGAGEMENT, RELEVANCE = "engagement", "relevance"
 VARIANTS = {
@@ -142,7 +144,7 @@ def head_embeddings(tower: ItemTower, known: np.ndarray, unit_heads) -> dict[str
     """Every head's item vectors as served (unit heads L2-normalised)."""
     out = {}
     for head in tower.config.heads:
-        vectors = item_embeddings(tower, known, head=head)
+        vectors = tower.item_embeddings(known, head=head)
         if head in unit_heads:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         out[head] = vectors
@@ -151,8 +153,6 @@ def head_embeddings(tower: ItemTower, known: np.ndarray, unit_heads) -> dict[str
 
 def _recall(embeddings: np.ndarray, eligible: np.ndarray, triggers: np.ndarray,
             targets: np.ndarray, k: int) -> float:
-    from relrec.index.faiss_index import ItemIndex
-
     if len(triggers) == 0:
         return float("nan")
     index = ItemIndex(embeddings.shape[1])
@@ -170,10 +170,8 @@ def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: boo
     Mirrors :func:`relrec.train.pipeline.train_run` (content computed when missing, a modality
     without data dropped with a note) and writes ``multihead.json`` beside the weights.
     """
-    from relrec.train.pipeline import prepare_training
-
     setup = prepare_training(run_dir, config, progress=progress, notes={"variant": variant},
-                             extra_modalities=("text",), semantic_labels=False)
+                             extra_modalities=("text",), with_semantic_labels=False)
     run, train_config, notes, available = setup.run, setup.train_config, setup.notes, \
         setup.available
     heads, kl_heads, unit_heads = VARIANTS[variant]
@@ -189,8 +187,6 @@ def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: boo
     model_dir = run.run_dir / model_name
     trainer = MultiHeadTrainer(train_config, model_dir, variant=variant, teacher=teacher,
                                teacher_ok=teacher_ok, progress=progress)
-    from relrec.train.pipeline import reporting_interrupts
-
     with reporting_interrupts(run.run_dir, trainer, model_name):
         summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
                               **setup.fit_arguments(variant=variant, teacher=notes.get("teacher")))

@@ -1,240 +1,21 @@
-"""``relrec train``: a run directory + a config → a trained model in RUN_DIR/model."""
+"""``relrec train``: a prepared run + a config → a trained model in RUN_DIR/model.
+
+:func:`train_preset` is what ``relrec train`` and :meth:`relrec.RelatedItems.fit` run: the preset
+resolved into the config, the model trained (one head, or two for ``mtmh``), then the ranking it
+is served with chosen (:func:`relrec.train.blend_tuning.set_rank_after_training`).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from relrec.config import RunConfig, TrainConfig
-from relrec.errors import RelrecError
-from relrec.manifest import update_manifest
-from relrec.model.tower import ItemTower
-from relrec.run import RunData
-from relrec.train.content_inputs import load_content
-from relrec.train.trainer import Trainer, build_examples, build_tower_config, \
-    item_embeddings, save_training_summary
-
-CHECKPOINT = "checkpoint.safetensors"  # in the model folder (Trainer._checkpoint_path)
-
-
-class TrainingError(RelrecError):
-    """Training finished but its result must not be saved (non-finite weights)."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; ``str()`` says where it stopped and how to resume."""
-
-
-def checkpoint_epoch(path: Path) -> int | None:
-    """The last completed (0-based) epoch a checkpoint holds; None if none or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
-            return int((handle.metadata() or {})["epoch"])
-    except Exception:  # noqa: BLE001 - unreadable: treated as no checkpoint here
-        return None
-
-
-def interrupt_message(run_dir: str | Path, trainer: Trainer | None = None,
-                      model_name: str = "model") -> str:
-    """Where training stopped (epoch / step, 1-based) and how to go on from its checkpoint."""
-    run_dir = Path(run_dir)
-    checkpoint = run_dir / model_name / CHECKPOINT
-    position = getattr(trainer, "position", None)
-    if position:
-        where = (f"in epoch {position['epoch'] + 1} of {position['epochs']}, "
-                 + ("validating after step" if position.get("validating") else "at step")
-                 + f" {position['step']} of {position['steps']}")
-    else:
-        where = "before the first training step"
-    done = checkpoint_epoch(checkpoint)
-    if done is None:
-        resume = (f"no checkpoint yet (one is written after every epoch): `relrec train "
-                  f"{run_dir}` starts from the beginning")
-    else:
-        resume = (f"checkpoint {checkpoint} holds {done + 1} completed epoch(s): "
-                  f"`relrec train {run_dir}` with the same options (--epochs may change) "
-                  f"resumes from epoch {done + 2}")
-    return f"interrupted {where}; {resume}"
-
-
-@contextlib.contextmanager
-def reporting_interrupts(run_dir: str | Path, trainer: Trainer, model_name: str = "model"):
-    """Turn Ctrl-C inside ``trainer.fit`` into :class:`TrainingInterrupted` with its report."""
-    try:
-        yield
-    except TrainingInterrupted:
-        raise
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(interrupt_message(run_dir, trainer, model_name)) from None
-
-
-def discard_checkpoint(run_dir: str | Path, model_name: str = "model") -> Path | None:
-    """Delete the model's training checkpoint (``relrec train --restart``); returns its path
-    when there was one."""
-    model_dir = Path(run_dir) / model_name
-    (model_dir / f".{CHECKPOINT}.tmp").unlink(missing_ok=True)
-    path = model_dir / CHECKPOINT
-    if path.exists():
-        path.unlink()
-        return path
-    return None
-
-
-def check_finite(tower: ItemTower, known: np.ndarray, model_dir: Path) -> None:
-    """Refuse to save a model whose weights or item embeddings hold NaN / inf (a diverged
-    run): served, such vectors would be empty related lists."""
-    import torch
-
-    broken = [name for name, tensor in tower.state_dict().items()
-              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
-    if not broken:
-        for head in tower.config.heads:
-            if not np.isfinite(item_embeddings(tower, known, head=head)).all():
-                broken.append(f"the {head!r} item embeddings")
-    if broken:
-        raise TrainingError(
-            f"training ended with non-finite values (NaN/inf) in {', '.join(broken[:3])}"
-            f"{' …' if len(broken) > 3 else ''}: the model was not saved to {model_dir}; lower "
-            "the learning rate or check the inputs, then `relrec train "
-            f"{model_dir.parent} --restart` (the checkpoint holds the same values)")
-
-
-def semantic_pair_labels(run: RunData, train_config: TrainConfig, notes: dict) -> np.ndarray | None:
-    """I(sem) for each distinct training pair from text cosine (paper eq. 3)."""
-    if train_config.w_sem <= 0:
-        return None
-    text = load_content(run, "text")
-    if text is None:
-        raise FileNotFoundError("text embeddings are needed for semantic labels")
-    from relrec.content.labels import choose_semantic_threshold, pair_cosine, semantic_labels
-
-    vectors, ok = text
-    pairs = run.train_pairs
-    triggers = pairs["trigger_index"].to_numpy()
-    candidates = pairs["candidate_index"].to_numpy()
-    scores = pair_cosine(vectors, triggers, candidates)
-    both_ok = ok[triggers] & ok[candidates]
-    if train_config.semantic_threshold is not None:
-        threshold, rule = train_config.semantic_threshold, "given in the config"
-    else:
-        rng = np.random.default_rng(train_config.seed)
-        usable = np.flatnonzero(ok)
-        random_a, random_b = rng.choice(usable, 20000), rng.choice(usable, 20000)
-        random_scores = pair_cosine(vectors, random_a, random_b)
-        threshold, rule = choose_semantic_threshold(
-            np.repeat(scores[both_ok], pairs["pair_count"].to_numpy()[both_ok]),
-            rule="random-baseline", random_pair_scores=random_scores)
-    labels = semantic_labels(scores, threshold) & both_ok
-    weighted_share = float((labels * pairs["pair_count"]).sum() / pairs["pair_count"].sum())
-    notes["semantic_labels"] = {"threshold": float(threshold), "rule": rule,
-                                "positive_share_of_pairs": weighted_share}
-    return labels
-
-
-@dataclass
-class TrainingSetup:
-    """Everything a trainer needs from a run, shared by single-process, DDP and two-head
-    training: the effective config (modalities without data switched off), examples with
-    their per-pair weights, and the validation pairs used for early stopping."""
-    run: RunData
-    train_config: TrainConfig
-    text_dim: int
-    visual_dim: int
-    available: dict
-    examples: object
-    known: np.ndarray
-    eligible: np.ndarray
-    valid_triggers: np.ndarray
-    valid_targets: np.ndarray
-    notes: dict
-    started: float
-
-    def tower(self, heads: list[str] | None = None) -> ItemTower:
-        import torch
-
-        from relrec.train.content_inputs import attach_content
-
-        torch.manual_seed(self.train_config.seed)  # the same initial weights on every rank
-        tower = ItemTower(build_tower_config(self.run.n_items, self.train_config,
-                                             self.text_dim, self.visual_dim, heads=heads))
-        attach_content(tower, self.run)
-        return tower
-
-    def fit_arguments(self, **fingerprint_extra) -> dict:
-        return {"known": self.known, "eligible": self.eligible,
-                "valid_triggers": self.valid_triggers, "valid_targets": self.valid_targets,
-                "candidate_frequency": self.run.candidate_frequency,
-                "fingerprint_payload": {"run": str(self.run.manifest.get("inputs")),
-                                        "pairs": self.run.manifest.get("pairs"),
-                                        **fingerprint_extra}}
-
-    def finish(self, tower: ItemTower, summary: dict, model_name: str = "model") -> dict:
-        """Save weights, the training summary and the manifest section."""
-        model_dir = self.run.run_dir / model_name
-        check_finite(tower, self.known, model_dir)
-        tower.save(model_dir)
-        summary.update({"train_config": self.train_config.model_dump(mode="json"),
-                        "tower": tower.config.model_dump(mode="json"), "notes": self.notes,
-                        "seconds": time.perf_counter() - self.started})
-        save_training_summary(model_dir, summary)
-        section = "train" if model_name == "model" else f"train:{model_name}"
-        update_manifest(self.run.run_dir, section, {
-            k: v for k, v in summary.items() if k != "history"}
-            | {"epochs_run": len(summary["history"])})
-        return summary
-
-
-def prepare_training(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
-                     notes: dict | None = None, extra_modalities: tuple[str, ...] = (),
-                     semantic_labels: bool = True, fill_content=None) -> TrainingSetup:
-    """Content (computed if missing), semantic labels and examples for ``config.train``.
-
-    ``fill_content(run, modalities, notes) -> {modality: dim}`` replaces the plain
-    :func:`relrec.content.stage.ensure_content` call (DDP: rank 0 first, then the others).
-    """
-    run = RunData(run_dir)
-    train_config = config.train
-    notes = {} if notes is None else notes
-    started = time.perf_counter()
-    needs_text = train_config.use_text or (semantic_labels and train_config.w_sem > 0)
-    modalities = [m for m, wanted in (("text", needs_text),
-                                      ("visual", train_config.use_visual)) if wanted]
-    modalities += [m for m in extra_modalities if m not in modalities]
-    available: dict = {}
-    if modalities:
-        if fill_content is None:
-            from relrec.content.stage import ensure_content
-
-            available = ensure_content(run, modalities, config.content, progress=progress,
-                                       notes=notes)
-        else:
-            available = fill_content(run, modalities, notes)
-    text_dim = available.get("text", 0) if train_config.use_text else 0
-    visual_dim = available.get("visual", 0) if train_config.use_visual else 0
-    train_config = train_config.model_copy(update={
-        "use_text": train_config.use_text and bool(text_dim),
-        "use_visual": train_config.use_visual and bool(visual_dim)})
-    if not (train_config.use_id or text_dim or visual_dim):
-        raise ValueError("no input left for the tower: enable use_id or provide content")
-    semantic_label = semantic_pair_labels(run, train_config, notes) if semantic_labels else None
-    examples = build_examples(run.train_pairs, run.trigger_frequency, train_config,
-                              semantic_label)
-    known = run.in_train
-    has_content = bool(text_dim or visual_dim)
-    eligible = np.ones(run.n_items, dtype=bool) if has_content else known.copy()
-    valid = run.valid_pairs
-    valid = valid[~valid["cold"]] if not has_content else valid
-    return TrainingSetup(run, train_config, text_dim, visual_dim, available, examples, known,
-                         eligible, valid["trigger_index"].to_numpy(),
-                         valid["target_index"].to_numpy(), notes, started)
+from relrec.config import RunConfig
+from relrec.manifest import read_manifest
+from relrec.train.blend_tuning import set_rank_after_training
+from relrec.train.multihead import train_multihead_run
+from relrec.train.presets import resolve_train_config
+from relrec.train.setup import prepare_training, reporting_interrupts
+from relrec.train.trainer import Trainer, resolve_device
 
 
 def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
@@ -243,8 +24,6 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
 
     The model goes to ``RUN_DIR/<model_name>`` (studies train many variants side by side)."""
     if config.train.preset == "mtmh":  # two heads: see relrec.train.multihead
-        from relrec.train.multihead import train_multihead_run
-
         return train_multihead_run(run_dir, config, progress=progress, max_seconds=max_seconds,
                                    model_name=model_name)
     setup = prepare_training(run_dir, config, progress=progress)
@@ -254,3 +33,35 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
         summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
                               **setup.fit_arguments())
     return setup.finish(tower, summary, model_name)
+
+
+def paper_w_sem(run_dir: str | Path) -> tuple[float | None, str]:
+    """The ``full`` preset's w_sem: the validation choice of ``relrec study RUN paper`` when it
+    has run, else None (the paper's 1:500 stays)."""
+    choice = (read_manifest(run_dir).get("study_paper") or {}).get("full_ratio_choice")
+    if choice and choice.get("w_sem"):
+        return float(choice["w_sem"]), f"full preset: w_sem = {choice['w_sem']} ({choice['rule']})"
+    return None, "full preset: no `relrec study RUN paper` yet; using the paper's 1:500"
+
+
+def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None = None,
+                 overrides: dict | None = None, explicit_rank: bool = False,
+                 progress: bool = True, say=lambda line: None) -> dict:
+    """Resolve ``preset`` into ``config.train`` (fields set explicitly win), train it, choose
+    the ranking; returns the training summary (``rank`` = the ranking's description).
+    ``say`` receives one-line notes for the user."""
+    overrides = dict(overrides or {})
+    if (preset or config.train.preset) == "full" and "w_sem" not in overrides \
+            and "w_sem" not in config.train.model_fields_set:
+        w_sem, note = paper_w_sem(run_dir)
+        if w_sem is not None:
+            overrides["w_sem"] = w_sem
+        say(note)
+    config = config.model_copy(deep=True)
+    config.train = resolve_train_config(config.train, preset, overrides)
+    resolve_device(config.train.device)  # an absent accelerator fails before any work
+    summary = train_run(run_dir, config, progress=progress)
+    summary["rank"] = set_rank_after_training(run_dir, config, config.train.preset,
+                                              explicit_rank)
+    summary["preset"] = config.train.preset
+    return summary

@@ -6,7 +6,7 @@ command line) win over it.
 * ``full``     the paper's recipe: MTL + text + visual + OPC.
 * ``balanced`` our recommended operating point (see RESULTS.md for how it was chosen):
                 CF + text + visual + logQ; ``relrec train`` then tunes the content blend of
-                the ranking on validation (:mod:`relrec.evaluate.blend_tuning`).
+                the ranking on validation (:mod:`relrec.train.blend_tuning`).
 * ``mtmh``     two heads (engagement, relevance) with content distillation.
 """
 

@@ -63,27 +63,13 @@ def validation_recall(tower: ItemTower, eligible: np.ndarray, known: np.ndarray,
     """Share of validation pairs whose target is in the trigger's top-k (exact search)."""
     if len(valid_triggers) == 0:
         return float("nan")
-    embeddings = item_embeddings(tower, known, head=head)
+    embeddings = tower.item_embeddings(known, head=head)
     index = ItemIndex(embeddings.shape[1])
     index.add(embeddings[eligible], np.flatnonzero(eligible))
     unique_triggers, rows = np.unique(valid_triggers, return_inverse=True)
     _, ranked = index.search(embeddings[unique_triggers], k, exclude=unique_triggers)
     hits = (ranked[rows] == valid_targets[:, None]).any(axis=1)
     return float(hits.mean())
-
-
-@torch.no_grad()
-def item_embeddings(tower: ItemTower, known: np.ndarray, head: str | None = None,
-                    batch_size: int = 65536) -> np.ndarray:
-    tower.eval()
-    device = next(tower.parameters()).device
-    n_items = len(known)
-    out = []
-    for start in range(0, n_items, batch_size):
-        items = torch.arange(start, min(start + batch_size, n_items), device=device)
-        flags = torch.as_tensor(np.array(known[start:start + len(items)]), device=device)
-        out.append(tower(items, head=head, known=flags).float().cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
 
 
 def resolve_device(name: str) -> torch.device:

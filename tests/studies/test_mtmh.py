@@ -7,7 +7,7 @@ from relrec.config import RunConfig
 from relrec.content.stage import write_content
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
-from relrec.evaluate.study_mtmh import REFERENCE, run_mtmh_study
+from relrec.studies.mtmh import REFERENCE, run_mtmh_study
 from relrec.run import RunData
 from relrec.train.presets import resolve_train_config
 

@@ -21,42 +21,42 @@ from relrec.config import EvaluateConfig, RunConfig
 from relrec.evaluate.bootstrap import bootstrap_interval, paired_bootstrap_difference
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs, share_among_units
 from relrec.evaluate.metrics import PerTrigger, intra_list_diversity_at_k
-from relrec.evaluate.report import split_notes, StudyResult, StudyRow, write_report
+from relrec.studies.report import split_notes, StudyResult, StudyRow, write_report
 from relrec.evaluate.sealed import open_test_period
 from relrec.manifest import atomic_write_json
 from relrec.run import RunData
+from relrec.content.store import load_content
+from relrec.index.base import SimilarItemsModel
+from relrec.related import RelatedItems
+from relrec.rerank.model import ContextualReranker, reranker_dir
+from relrec.rerank.rerank import rerank_pages
+from relrec.rerank.slates import build_slates, period_sessions, slate_triggers
+from relrec.train.reranker import train_reranker
+from relrec.rerank.slates import normalized_entropy
 
 MAIN, CONTEXTUAL, POINTWISE = "main ranking", "CAViaR re-rank", "point-wise re-rank (control)"
 
 
-class _Reranked:
+class _Reranked(SimilarItemsModel):
+    """The main ranking re-ranked page by page; ``contextual=False`` is the point-wise
+    control (CAViaR Table 1), which :class:`relrec.RelatedItems` does not offer."""
+
     def __init__(self, model, reranker, alpha, window, page_size, contextual):
+        self.item_ids_ = model.item_ids_
         self.model, self.reranker, self.alpha = model, reranker, alpha
         self.window, self.page_size, self.contextual = window, page_size, contextual
 
-    def similar_indices(self, triggers, k):
-        from relrec.rerank.rerank import rerank_pages
-
+    def _search(self, triggers, k):
         pages = -(-k // self.page_size)
-        main_scores, main = self.model.similar_indices(triggers, pages * self.page_size
-                                                       + self.window, alpha=self.alpha)
+        main_scores, main = self.model._main_search(np.asarray(triggers), pages * self.page_size
+                                                    + self.window, self.alpha)
         scores, indices = rerank_pages(self.reranker, np.asarray(triggers), main, main_scores,
                                        pages, self.page_size, self.window, self.contextual)
         return scores[:, :k], indices[:, :k]
 
 
-class _Main:
-    def __init__(self, model, alpha):
-        self.model, self.alpha = model, alpha
-
-    def similar_indices(self, triggers, k):
-        return self.model.similar_indices(triggers, k, alpha=self.alpha)
-
-
 def _ne_interval(p: np.ndarray, y: np.ndarray, rows: np.ndarray, background: float,
                  n_boot: int, seed: int) -> dict:
-    from relrec.rerank.slates import normalized_entropy
-
     value = normalized_entropy(p, y, background)
     unique, inverse = np.unique(rows, return_inverse=True)
     rng = np.random.default_rng(seed)
@@ -116,12 +116,6 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
                      slate_size: int = 20, max_triggers: int = 40000, epochs: int = 6,
                      n_topics: int | None = None, out_dir: str | Path | None = None,
                      seed: int = 0) -> tuple[StudyResult, dict]:
-    from relrec.index.related import RelatedItems
-    from relrec.rerank.model import ContextualReranker, reranker_dir
-    from relrec.rerank.slates import build_slates, period_sessions, slate_triggers
-    from relrec.rerank.train import train_reranker
-    from relrec.train.content_inputs import load_content
-
     run = RunData(run_dir)
     # the re-ranker trains on validation-period slates, so it is scored on the test period
     test_reads = open_test_period(run, "relrec study caviar")
@@ -131,7 +125,6 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
                        max_triggers=max_triggers, alpha=alpha, seed=seed, n_topics=n_topics)
     reranker = ContextualReranker.load(reranker_dir(run_dir))
     model = RelatedItems.load(run_dir, model_name=model_name, content_blend=0.0)
-    main = _Main(model, alpha)
     n_boot = config.evaluate.n_bootstrap
     directory = Path(out_dir) if out_dir else run.run_dir / "study" / "caviar"
     directory.mkdir(parents=True, exist_ok=True)
@@ -139,7 +132,7 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
     # 1. NE and calibration on test-period slates
     sessions = period_sessions(run, "test")
     occurrences = slate_triggers(sessions, reranker.context_size, max_triggers, seed)
-    slates = build_slates(reranker, main, occurrences, slate_size)
+    slates = build_slates(reranker, model, occurrences, slate_size, alpha=alpha)
     background = float(reranker.meta.get("positive_rate", slates.labels.mean()))
     p_context = reranker.predict(slates.contextual, contextual=True)
     p_point = reranker.predict(slates.pointwise, contextual=False)
@@ -170,18 +163,19 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
                                      popular_top_fraction=config.evaluate.popular_top_fraction,
                                      unpopular_bottom_fraction=config.evaluate.unpopular_bottom_fraction)
     segments = segment_pairs(run, "test", evaluate_config)
-    systems = {MAIN: main,
-               CONTEXTUAL: _Reranked(model, reranker, alpha, window, page_size, True),
-               POINTWISE: _Reranked(model, reranker, alpha, window, page_size, False)}
+    systems = {MAIN: (model, {"alpha": alpha}),
+               CONTEXTUAL: (_Reranked(model, reranker, alpha, window, page_size, True), {}),
+               POINTWISE: (_Reranked(model, reranker, alpha, window, page_size, False), {})}
     loaded = load_content(run, "text")
     diversity_vectors = loaded[0] if loaded is not None else reranker.space.vectors
     unique_occ, occ_rows = np.unique(occurrences.triggers, return_inverse=True)
     evaluations, extra = {}, {}
-    for name, system in systems.items():
-        evaluation = evaluate_system(run, system, name, evaluate_config, "test", segments)
-        _, ranked = system.similar_indices(segments["all"].triggers, page_size)
+    for name, (system, query) in systems.items():
+        evaluation = evaluate_system(run, system, name, evaluate_config, "test", segments,
+                                     options=query)
+        ranked = system.ranked_indices(run.item_ids[segments["all"].triggers], page_size, **query)
         ild = intra_list_diversity_at_k(ranked, diversity_vectors, page_size)
-        _, occ_ranked = system.similar_indices(unique_occ, page_size)
+        occ_ranked = system.ranked_indices(run.item_ids[unique_occ], page_size, **query)
         hits = np.array([bool(set(occ_ranked[row].tolist()) & later) for row, later in
                          zip(occ_rows, occurrences.later)], dtype=np.float64)
         engagement = PerTrigger(hits, np.ones_like(hits))

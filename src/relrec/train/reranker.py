@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from relrec.content.store import load_content
 from relrec.manifest import update_manifest
+from relrec.rerank.lists import RankedLists
 from relrec.rerank.features import build_item_space
 from relrec.rerank.model import ContextualReranker, EngagementMLP, reranker_dir
 from relrec.rerank.slates import (Slates, build_slates, normalized_entropy, period_sessions,
@@ -72,13 +74,10 @@ def train_reranker(run_dir: str | Path, *, model_name: str = "model", slate_size
                    max_triggers: int = 40000, alpha: float | None = None, seed: int = 0,
                    out_dir: str | Path | None = None) -> dict:
     """Train both models on validation-period slates; save to ``RUN_DIR/rerank``."""
-    from relrec.index.related import RelatedItems
-    from relrec.train.content_inputs import load_content
-
     started = time.perf_counter()
     run = RunData(run_dir)
     # the re-ranker learns on the model's own scores (what caviar_eval scores it with)
-    system = RelatedItems.load(run_dir, model_name=model_name, content_blend=0.0)
+    system = RankedLists.load(run_dir, model_name=model_name, content_blend=0.0)
     loaded = load_content(run, "text")
     if loaded is not None:
         content, ok = loaded
@@ -91,14 +90,10 @@ def train_reranker(run_dir: str | Path, *, model_name: str = "model", slate_size
                              seed=seed)
     reranker = ContextualReranker(space, context_size)
 
-    class _Main:  # the main ranking at the chosen α
-        def similar_indices(self, triggers, k):
-            return system.similar_indices(triggers, k, alpha=alpha)
-
     triggers = slate_triggers(period_sessions(run, "valid"), context_size, max_triggers, seed)
     if len(triggers.triggers) == 0:
         raise ValueError("no validation-period session has two timestamp groups: no slates")
-    slates = build_slates(reranker, _Main(), triggers, slate_size)
+    slates = build_slates(reranker, system, triggers, slate_size, alpha=alpha)
     sessions = np.unique(slates.session)
     held = np.random.default_rng(seed).choice(sessions, max(1, len(sessions) // 10),
                                               replace=False)

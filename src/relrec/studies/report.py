@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from relrec.manifest import atomic_write_bytes, atomic_write_json  # noqa: E402
+from relrec.evaluate.evaluation import FEW_USERS_WARNING
+from relrec.evaluate.sealed import reads_line
 
 ENGAGEMENT = "recall@10"
 RELEVANCE = "topic_match_rate@10"
@@ -38,9 +40,6 @@ class StudyRow:
 
 def split_notes(segments: dict, test_reads: dict | None) -> list[str]:
     """Report lines saying how many users the intervals resample and how often test was read."""
-    from relrec.evaluate.evaluation import FEW_USERS_WARNING
-    from relrec.evaluate.sealed import reads_line
-
     users = segments["all"].n_users
     if users == 0:
         notes = ["Intervals resample triggers: this run's held-out pairs carry no users (too "

@@ -1,4 +1,5 @@
-"""Content vectors of a run (written by ``relrec embed``) as frozen tower inputs."""
+"""The content vectors of a run (written by ``relrec embed``): loaded per modality, checked
+against the catalogue, and fused into one vector per item."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from relrec.errors import RunDirError
-from relrec.model.tower import ItemTower
 from relrec.run import RunData
 
 MODALITIES = ("text", "visual")
@@ -30,14 +30,17 @@ def load_content(run: RunData, modality: str) -> tuple[np.ndarray, np.ndarray] |
     return vectors.astype(np.float32), ok.astype(bool)
 
 
-def attach_content(tower: ItemTower, run: RunData) -> None:
-    for modality in MODALITIES:
-        if getattr(tower.config, f"{modality}_dim"):
-            loaded = load_content(run, modality)
-            if loaded is None:
-                raise RunDirError(f"{run.run_dir}: the model uses {modality} content but "
-                                  f"content/{modality}.npy is missing; run `relrec embed`")
-            tower.set_content(modality, *loaded)
+def required_content(run: RunData, modalities) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(vectors, ok) of each named modality, e.g. the ones a tower reads
+    (``ItemTower.content_modalities``); a missing one is an error naming the file."""
+    content = {}
+    for modality in modalities:
+        loaded = load_content(run, modality)
+        if loaded is None:
+            raise RunDirError(f"{run.run_dir}: the model uses {modality} content but "
+                              f"content/{modality}.npy is missing; run `relrec embed`")
+        content[modality] = loaded
+    return content
 
 
 def fused_content(run: RunData, modalities=("text", "visual")) -> tuple[np.ndarray, np.ndarray,

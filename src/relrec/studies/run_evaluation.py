@@ -15,6 +15,7 @@ from relrec.evaluate.peers import Popularity
 from relrec.errors import InputError
 from relrec.evaluate.sealed import include_in_read, open_test_period, reads_line, split_key
 from relrec.manifest import atomic_write_json, update_manifest
+from relrec.related import RelatedItems
 
 
 def _same_pairs(a: dict, b: dict) -> bool:
@@ -33,8 +34,6 @@ def run_evaluation(run_dir: str | Path, config: EvaluateConfig, split: str = "va
     held-out pairs); their models are scored too and paired with this one, so "model − other
     run" gets a paired interval (same resampled triggers) instead of two unpaired ones.
     """
-    from relrec.index.related import RelatedItems
-
     model = RelatedItems.load(run_dir, content_blend=content_blend)
     run = model.run
     test_reads = open_test_period(run, "relrec evaluate") if split == "test" else None

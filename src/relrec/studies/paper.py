@@ -30,11 +30,13 @@ from relrec.evaluate.evaluation import (evaluate_system, load_evaluation, paired
 from relrec.evaluate.peer_tuning import FAMILIES as PEER_FAMILIES
 from relrec.evaluate.peer_tuning import tune_peers
 from relrec.evaluate.peers import ContentKNN, Popularity
-from relrec.evaluate.report import split_notes, StudyResult, StudyRow, write_report
+from relrec.studies.report import split_notes, StudyResult, StudyRow, write_report
 from relrec.evaluate.sealed import open_test_period
 from relrec.manifest import atomic_write_json, update_manifest
 from relrec.run import RunData
 from relrec.train.presets import resolve_train_config
+from relrec.related import RelatedItems
+from relrec.train.pipeline import train_run
 
 PAPER_RATIOS = (1, 10, 100, 500, 1000)
 console = Console(stderr=True)
@@ -100,9 +102,6 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "val
     """Train and score every row; each finished row is cached under RUN/study/paper/rows, so
     an interrupted study resumes where it stopped (training itself resumes from checkpoints)
     and ``report_only`` writes the report from the rows finished so far."""
-    from relrec.index.related import RelatedItems
-    from relrec.train.pipeline import train_run
-
     run = RunData(run_dir)
     base = resolve_train_config(config.train, "cf")
     test_reads = open_test_period(run, "relrec study paper") if split == "test" else None

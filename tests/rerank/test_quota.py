@@ -1,10 +1,12 @@
 """The MTMH quota merge is exact: α=1 → engagement list, α=0 → relevance list, slot counts."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from relrec.index.quota import engagement_slots, quota_merge, slot_plan
-from relrec.index.related import RelatedItems
+from relrec.rerank.quota import engagement_slots, quota_merge, slot_plan
+from relrec.related import RelatedItems
 
 
 def _lists(rng, n_rows, length, n_items, overlap):
@@ -79,20 +81,24 @@ def test_related_items_alpha_through_the_indexes_and_single_head_note():
     n = 60
     heads = {"engagement": rng.normal(size=(n, 8)).astype(np.float32),
              "relevance": rng.normal(size=(n, 8)).astype(np.float32)}
-    model = RelatedItems(None, heads, np.ones(n, dtype=bool))
-    triggers = np.arange(6)
-    eng = model.similar_indices(triggers, 10, head="engagement")[1]
-    rel = model.similar_indices(triggers, 10, head="relevance")[1]
-    _, one, notes = model.related(triggers, 10, alpha=1.0)
+    catalogue = SimpleNamespace(item_ids=np.array([f"i{i}" for i in range(n)], dtype=object))
+    model = RelatedItems(catalogue, heads, np.ones(n, dtype=bool))
+    triggers = [f"i{i}" for i in range(6)]
+    # one head alone, by brute force: the inner-product top 10 without the trigger
+    def brute(head):
+        scores = heads[head][:6] @ heads[head].T
+        scores[np.arange(6), np.arange(6)] = -np.inf
+        return catalogue.item_ids[np.argsort(-scores, axis=1, kind="stable")[:, :10]]
+    eng, rel = brute("engagement"), brute("relevance")
+    one, _ = model.similar_items(triggers, 10, alpha=1.0)
     np.testing.assert_array_equal(one, eng)
-    assert notes == []
-    np.testing.assert_array_equal(model.related(triggers, 10, alpha=0.0)[1], rel)
-    _, mixed, _ = model.related(triggers, 10, alpha=0.4)
+    assert model.query_notes(alpha=1.0) == []
+    np.testing.assert_array_equal(model.similar_items(triggers, 10, alpha=0.0)[0], rel)
+    mixed, _ = model.similar_items(triggers, 10, alpha=0.4)
     for row in range(len(triggers)):
         assert triggers[row] not in mixed[row]
         assert len(set(mixed[row].tolist())) == 10
-    single = RelatedItems(None, {"main": heads["engagement"]}, np.ones(n, dtype=bool))
-    assert single.related is None  # the service keeps its plain path and note
-    _, indices, notes = single.related_lists(triggers, 10, alpha=0.3)
-    np.testing.assert_array_equal(indices, eng)
-    assert notes and "ignored" in notes[0]
+    single = RelatedItems(catalogue, {"main": heads["engagement"]}, np.ones(n, dtype=bool))
+    ids, _ = single.similar_items(triggers, 10, alpha=0.3)
+    np.testing.assert_array_equal(ids, eng)
+    assert "ignored" in single.query_notes(alpha=0.3)[0]

@@ -14,40 +14,24 @@ from pathlib import Path
 
 from relrec.config import RunConfig
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
-from relrec.evaluate.report import (ENGAGEMENT, RELEVANCE, split_notes, StudyResult, StudyRow,
+from relrec.studies.report import (ENGAGEMENT, RELEVANCE, split_notes, StudyResult, StudyRow,
                                     write_report)
 from relrec.evaluate.sealed import open_test_period
 from relrec.run import RunData
+from relrec.evaluate.peers import ContentKNN
+from relrec.related import RelatedItems
+from relrec.config import TrainConfig
+from relrec.train.multihead import train_multihead_run
+from relrec.train.presets import resolve_train_config
 
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 REFERENCE = "MTMH engagement head"
-
-
-class _Head:
-    def __init__(self, model, head):
-        self.model, self.head = model, head
-
-    def similar_indices(self, triggers, k):
-        return self.model.similar_indices(triggers, k, head=self.head)
-
-
-class _Alpha:
-    def __init__(self, model, alpha):
-        self.model, self.alpha = model, alpha
-
-    def similar_indices(self, triggers, k):
-        return self.model.similar_indices(triggers, k, alpha=self.alpha)
 
 
 def train_variants(run_dir: str | Path, config: RunConfig, variants=("mtmh", "mtsh", "stmh"),
                    max_epochs: int | None = None, retrain: bool = False,
                    progress: bool = False) -> dict[str, str]:
     """Train each variant into RUN_DIR/mtmh_<variant> (kept when present unless ``retrain``)."""
-    from relrec.train.multihead import train_multihead_run
-    from relrec.train.presets import resolve_train_config
-
-    from relrec.config import TrainConfig
-
     overrides = {"max_epochs": max_epochs or config.train.max_epochs, "seed": config.train.seed}
     # a config already on the mtmh preset keeps its settings; any other starts from the preset
     base = config.train if config.train.preset == "mtmh" else TrainConfig()
@@ -107,8 +91,6 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
                    out_dir: str | Path | None = None, retrain: bool = False,
                    alphas=ALPHAS, progress: bool = False, peers: bool = True,
                    write: bool = True) -> StudyResult:
-    from relrec.index.related import RelatedItems
-
     run = RunData(run_dir)
     config = config or run.config
     names = train_variants(run_dir, config, max_epochs=max_epochs, retrain=retrain,
@@ -116,31 +98,32 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
     evaluate_config = config.evaluate
     test_reads = open_test_period(run, "relrec study mtmh") if split == "test" else None
     segments = segment_pairs(run, split, evaluate_config)
-    systems: list[tuple[str, str, object, dict]] = []
+    # (name, group, system, query options, settings shown); α = 1 / 0 is one head alone
+    systems: list[tuple[str, str, object, dict, dict]] = []
     mtmh = RelatedItems.load(run_dir, model_name=names["mtmh"], content_blend=0.0)
-    systems.append((REFERENCE, "MTMH heads", _Head(mtmh, "engagement"), {"head": "engagement"}))
-    systems.append(("MTMH relevance head", "MTMH heads", _Head(mtmh, "relevance"),
+    systems.append((REFERENCE, "MTMH heads", mtmh, {"alpha": 1.0}, {"head": "engagement"}))
+    systems.append(("MTMH relevance head", "MTMH heads", mtmh, {"alpha": 0.0},
                     {"head": "relevance"}))
     for alpha in alphas:
-        systems.append((f"MTMH α={alpha}", "MTMH α sweep", _Alpha(mtmh, alpha), {"alpha": alpha}))
+        systems.append((f"MTMH α={alpha}", "MTMH α sweep", mtmh, {"alpha": alpha},
+                        {"alpha": alpha}))
     mtsh = RelatedItems.load(run_dir, model_name=names["mtsh"], content_blend=0.0)
-    systems.append(("MTSH (one head, multi-task)", "ablations", _Head(mtsh, None), {}))
+    systems.append(("MTSH (one head, multi-task)", "ablations", mtsh, {}, {}))
     stmh = RelatedItems.load(run_dir, model_name=names["stmh"], content_blend=0.0)
-    systems.append(("STMH engagement head", "ablations", _Head(stmh, "engagement"), {}))
-    systems.append(("STMH relevance head (no KL)", "ablations", _Head(stmh, "relevance"), {}))
-    systems.append(("STMH α=0.5", "ablations", _Alpha(stmh, 0.5), {"alpha": 0.5}))
+    systems.append(("STMH engagement head", "ablations", stmh, {"alpha": 1.0}, {}))
+    systems.append(("STMH relevance head (no KL)", "ablations", stmh, {"alpha": 0.0}, {}))
+    systems.append(("STMH α=0.5", "ablations", stmh, {"alpha": 0.5}, {"alpha": 0.5}))
     if peers:
-        from relrec.evaluate.peers import ContentKNN
-
         try:
-            systems.append(("content kNN (teacher)", "peers", ContentKNN().fit(run), {}))
+            systems.append(("content kNN (teacher)", "peers", ContentKNN().fit(run), {}, {}))
         except FileNotFoundError:
             pass
-    evaluations = {name: evaluate_system(run, system, name, evaluate_config, split, segments)
-                   for name, _, system, _ in systems}
+    evaluations = {name: evaluate_system(run, system, name, evaluate_config, split, segments,
+                                         options=query)
+                   for name, _, system, query, _ in systems}
     reference = evaluations[REFERENCE]
     rows = []
-    for name, group, _, settings in systems:
+    for name, group, _, _, settings in systems:
         paired = (paired_differences(evaluations[name], reference, evaluate_config)["all"]
                   if name != REFERENCE else None)
         rows.append(StudyRow(name, group, evaluations[name].summary, paired, settings))
@@ -148,7 +131,7 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
     training = {variant: _training_note(run_dir, name) for variant, name in names.items()}
     notes = [
         "α = share of the k slots taken from the engagement head (exactly round(α·k)), the "
-        "rest from the relevance head, interleaved in proportion (relrec.index.quota).",
+        "rest from the relevance head, interleaved in proportion (relrec.rerank.quota).",
         "Engagement head: raw inner product, τ = 1, logQ. Relevance head: unit vectors, "
         "L_co at τ_r plus w_r·KL(P_content ‖ Q) over the batch (MTMH eq. 2); served by cosine.",
         "Teacher: fused normalised content vectors of the run (text ⊕ visual where present); "

@@ -23,8 +23,8 @@ from relrec.evaluate.bootstrap import paired_bootstrap_difference
 from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
 from relrec.evaluate.metrics import PerTrigger, popularity_masks, topic_match_rate_at_k
-from relrec.evaluate.study_paper import run_paper_study
-from relrec.index.related import RelatedItems
+from relrec.studies.paper import run_paper_study
+from relrec.related import RelatedItems
 from relrec.run import RunData
 from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config
@@ -96,7 +96,7 @@ def test_opc_raises_topic_match_of_bottom_decile_triggers(trending_run):
                 **BASE, **overrides, "seed": seed, "max_epochs": 20, "keep_epoch": "last"})
             train_run(trending_run, config, progress=False, model_name=f"{name}_{seed}")
             model = RelatedItems.load(trending_run, model_name=f"{name}_{seed}")
-            _, ranked = model.similar_indices(triggers, 10)
+            ranked = model.ranked_indices(run.item_ids[triggers], 10)
             topic_match[name] = topic_match_rate_at_k(ranked, triggers, run.topic_matrix, 10)
             pooled[name].append(topic_match[name])
         assert topic_match["cf_opc"].value() > topic_match["cf"].value(), seed

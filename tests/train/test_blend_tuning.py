@@ -9,8 +9,8 @@ from relrec.config import EvaluateConfig, RunConfig
 from relrec.content.stage import write_content
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
-from relrec.evaluate.blend_tuning import set_rank_after_training, tune_content_blend
-from relrec.index.related import RelatedItems
+from relrec.train.blend_tuning import set_rank_after_training, tune_content_blend
+from relrec.related import RelatedItems
 from relrec.run import RunData
 from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config

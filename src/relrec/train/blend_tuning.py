@@ -22,6 +22,8 @@ from pathlib import Path
 from relrec.config import RankConfig, RunConfig
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.manifest import read_manifest, update_manifest
+from relrec.content.store import load_content
+from relrec.rerank.lists import RankedLists
 from relrec.run import RunData
 
 DEFAULT_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
@@ -30,12 +32,10 @@ DEFAULT_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
 def tune_content_blend(run_dir: str | Path, config: RunConfig,
                        weights=DEFAULT_WEIGHTS, modalities=("text",),
                        apply: bool = True) -> dict:
-    from relrec.index.related import RelatedItems
-
     weights = sorted({0.0, *[float(w) for w in weights]})
     if any(w < 0 for w in weights):
         raise ValueError("content blend weights must be >= 0")
-    model = RelatedItems.load(run_dir, content_blend=0.0)
+    model = RankedLists.load(run_dir, content_blend=0.0)
     if model.two_heads:
         raise ValueError(f"{run_dir}: a two-head (MTMH) model mixes relevance with --alpha; "
                          "the content blend is for single-head models")
@@ -88,8 +88,6 @@ def set_rank_after_training(run_dir: str | Path, config: RunConfig, preset: str,
     ``relrec train`` and the torchrun entry point; library callers of ``train_run`` call it
     themselves. Returns a one-line description.
     """
-    from relrec.train.content_inputs import load_content
-
     if explicit_rank:
         rank = config.rank
         description = f"rank: content blend {rank.content_blend:g} (from the config)"

@@ -9,7 +9,7 @@ from relrec.config import RunConfig
 from relrec.content.stage import write_content
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
-from relrec.evaluate.caviar_eval import CONTEXTUAL, run_caviar_study
+from relrec.studies.caviar import CONTEXTUAL, run_caviar_study
 from relrec.run import RunData
 from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config

@@ -1,4 +1,4 @@
-"""Parallel chunked export gives exactly the serial export's rows, with bounded chunks."""
+"""`RelatedItems.export`: one file or a folder of parts, the same rows whatever the workers."""
 
 from types import SimpleNamespace
 
@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from relrec.index.parallel_export import export_parallel
-from relrec.index.related import RelatedItems
+from relrec.related import RelatedItems
 
 
 def _related(n_items: int = 700, dim: int = 8, kind: str = "exact") -> RelatedItems:
@@ -22,9 +21,9 @@ def _related(n_items: int = 700, dim: int = 8, kind: str = "exact") -> RelatedIt
 @pytest.mark.parametrize("workers,chunk_size", [(1, 100), (3, 64), (2, 1000)])
 def test_parallel_export_equals_serial_export(tmp_path, workers, chunk_size):
     related = _related()
-    serial_rows = related.export(tmp_path / "serial.parquet", k=7, chunk_size=chunk_size)
-    result = export_parallel(related, tmp_path / "parallel", k=7, chunk_size=chunk_size,
-                             workers=workers, max_pending=1)
+    serial_rows = related.export(tmp_path / "serial.parquet", k=7, chunk_size=chunk_size)["rows"]
+    result = related.export(tmp_path / "parallel", k=7, chunk_size=chunk_size,
+                            workers=workers, max_pending=1)
     serial = pd.read_parquet(tmp_path / "serial.parquet")
     parts = sorted((tmp_path / "parallel").glob("part-*.parquet"))
     parallel = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
@@ -39,7 +38,7 @@ def test_parallel_export_replaces_an_old_directory(tmp_path):
     related = _related(n_items=60)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "part-09999.parquet").write_text("stale")
-    export_parallel(related, tmp_path / "out", k=3, chunk_size=16, workers=2)
+    related.export(tmp_path / "out", k=3, chunk_size=16, workers=2)
     assert not (tmp_path / "out" / "part-09999.parquet").exists()
     table = pd.read_parquet(tmp_path / "out")
     assert set(table["rank"]) == {1, 2, 3}
