@@ -82,7 +82,7 @@ def test_opc_raises_topic_match_of_bottom_decile_triggers(trending_run):
     Both models train the same 20 epochs and keep the last: bottom-decile topic match rises
     with training length while validation recall is flat within noise, so under early
     stopping the comparison measures which epoch each model happened to stop at (it swung
-    from −13 to +17 points between inits). Three inits, each positive, pooled above 0."""
+    from −13 to +17 points between inits). Three inits, none negative, pooled above 0."""
     run = RunData(trending_run)
     _, bottom = popularity_masks(run.trigger_frequency, 0.01, 0.10, eligible=run.in_train)
     triggers = np.flatnonzero(bottom)
@@ -99,7 +99,9 @@ def test_opc_raises_topic_match_of_bottom_decile_triggers(trending_run):
             ranked = model.ranked_indices(run.item_ids[triggers], 10)
             topic_match[name] = topic_match_rate_at_k(ranked, triggers, run.topic_matrix, 10)
             pooled[name].append(topic_match[name])
-        assert topic_match["cf_opc"].value() > topic_match["cf"].value(), seed
+        # never below CF at any init; seed 2 sits at +2.5 or 0.0 depending on the CPU kernel
+        # level (measured on two machines), so the pooled interval carries the claim
+        assert topic_match["cf_opc"].value() >= topic_match["cf"].value(), seed
     stacked = {name: PerTrigger(np.concatenate([m.numerator for m in parts]),
                                 np.concatenate([m.denominator for m in parts]))
                for name, parts in pooled.items()}
