@@ -5,7 +5,7 @@ mode (``--exact``: every list from the FAISS index), then in precomputed mode (t
 related lists; ``relrec export`` is run first when RUN_DIR/export/related.parquet is missing),
 and drives ``GET /v1/items/{id}/related?k=10`` for random trained items with an asyncio httpx
 client at each concurrency level: a fixed number of requests per level, after a warm-up.
-Reference in the same process: the library call (``RelatedItems.similar_indices``, one
+Reference in the same process: the library call (``RelatedItems.similar_items``, one
 trigger, no HTTP), so the HTTP/JSON overhead reads as a ratio.
 
     python benchmarks/bench_serve.py RUN_DIR --requests 2000 --concurrency 1 8 32 \\
@@ -99,7 +99,7 @@ def library_reference(run_dir: Path, item_indices: np.ndarray, k: int, n: int = 
     timings = []
     for trigger in rng.choice(item_indices, size=n):
         began = time.perf_counter()
-        model.similar_indices(np.asarray([trigger]), k)
+        model.similar_items([model.item_ids_[trigger]], k)
         timings.append(time.perf_counter() - began)
     return statistics.median(timings) * 1000
 
@@ -146,7 +146,7 @@ def main() -> None:
              f"k={args.k}, {args.requests} requests per level after {args.warmup} warm-up; "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores shared by "
              f"server and client, Python {platform.python_version()}, {date.today()}.",
-             f"Reference in the same process: library `similar_indices` for one trigger (exact, "
+             f"Reference in the same process: library `similar_items` for one trigger (exact, "
              f"no HTTP) median {reference:.3f} ms.", "",
              "| mode | concurrency | p50 ms | p99 ms | requests/s | errors | p50 / library call |",
              "|---|---:|---:|---:|---:|---:|---:|"]

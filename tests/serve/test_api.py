@@ -78,21 +78,24 @@ def test_alpha_is_accepted_and_ignored_with_a_note_diversify_refused(client):
     assert response.status_code == 422 and "not available" in response.json()["error"]["message"]
 
 
-def test_alpha_and_diversify_pass_through_a_model_hook(serve_runs, tmp_path, make_settings):
+def test_diversify_passes_through_related_items(serve_runs, tmp_path, make_settings):
     app = create_app(make_settings(serve_runs[0], state_dir=tmp_path / "s"))
     model = app.state.service.models["main"]
     calls = []
+    search = model.related._search
 
-    def related(triggers, k, alpha=None, diversify=False):
+    def recording_search(triggers, k, alpha=None, diversify=False, **options):
         calls.append((list(triggers), k, alpha, diversify))
-        return model.related.similar_indices(triggers, k)
+        return search(triggers, k)
 
-    model.related.related = related
+    model.related._search = recording_search
+    model.related._reranker, model.related._reranker_loaded = object(), True  # has a re-ranker
     model.has_reranker = True
     body = TestClient(app).get("/v1/items/1/related", params={"alpha": 0.25, "diversify": "true",
                                                                "k": 4}).json()
-    assert calls and calls[0][2] == 0.25 and calls[0][3] is True
-    assert len(body["items"]) == 4 and not body["notes"]
+    # a single-head model: α is dropped with a note, diversify reaches the model
+    assert calls and calls[0][2] is None and calls[0][3] is True
+    assert len(body["items"]) == 4 and any("alpha ignored" in n for n in body["notes"])
 
 
 def test_precomputed_mode_is_a_lookup_with_fallback(serve_runs, exported, tmp_path, make_settings):

@@ -637,7 +637,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         return out
 
     def check_diversify(model: ServedModel, diversify: bool) -> None:
-        if diversify and not (model.has_reranker and hasattr(model.related, "related")):
+        if diversify and not (model.has_reranker and model.related.has_reranker):
             raise ServeError(422, "not_available",
                              "diversify: not available for this model (no re-ranker in the run)")
 

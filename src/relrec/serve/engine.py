@@ -535,16 +535,17 @@ class ServedModel:
         """One list for one trigger (or a session of triggers, most recent last)."""
         notes: list[str] = []
         banned = set(banned) | set(triggers)
-        hook = getattr(self.related, "related", None)
-        if alpha is not None and hook is None:
-            notes.append("alpha ignored: this model has a single head" if not self.two_heads else
-                         "alpha ignored: this run has no quota merge yet; main head used")
+        # α, diversify or a content blend change the order: the model's own ranking answers
+        reorders = (self.related.two_heads or self.related.has_reranker
+                    or self.related.rank.content_blend > 0)
+        if alpha is not None and not self.related.two_heads:
+            notes.append("alpha ignored: this model has a single head")
         fetch = min(k + len(banned), self.n_eligible)
         single = len(triggers) == 1
         trigger = triggers[-1]
         if single and precomputed and self.pre_indices is not None and trigger < self.n_items \
                 and self.pre_has[trigger] and not diversify \
-                and (alpha is None or hook is None):
+                and (alpha is None or not self.related.two_heads):
             row_i, row_s = self.pre_indices[trigger], self.pre_scores[trigger]
             complete = self.pre_length[trigger] < self.pre_k  # the export held every candidate
             query = self.embeddings[trigger]
@@ -558,12 +559,13 @@ class ServedModel:
             notes.append("content blend not applied: items added at run time are ranked by "
                          "the model score")
             blend = 0.0
-        if single and hook is not None and trigger < self.n_items and (
+        if single and reorders and trigger < self.n_items and (
                 alpha is not None or diversify or blend > 0):  # blend: relrec.rerank.blend
-            scores, indices, *extra = hook(np.asarray([trigger]), fetch, alpha=alpha,
-                                           diversify=diversify)
-            for note in (extra[0] if extra else None) or []:
-                notes.append(str(note))
+            alpha = alpha if self.related.two_heads else None
+            scores, indices = self.related._search(np.asarray([trigger]), fetch, alpha=alpha,
+                                                   diversify=diversify)
+            if diversify:
+                notes.append(f"diversified: page 1 of size {fetch}, window 20")
             indices, scores = self._take(np.asarray(indices)[0], np.asarray(scores)[0], banned, k)
             return Ranked(triggers, indices, scores, "index", notes)
         if single:
