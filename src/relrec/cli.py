@@ -175,7 +175,10 @@ def train(run_dir: Path = typer.Argument(...),
                                    "temperature": temperature, "seed": seed, "w_sem": w_sem,
                                    "logq_correction": logq, "opc": opc,
                                    "device": device}.items() if v is not None}
-    resolve_device(overrides.get("device", config.train.device))  # fails before any work
+    try:  # an unknown or absent device fails before any work
+        resolve_device(overrides.get("device", config.train.device))
+    except RuntimeError as error:  # torch's own message for a string it cannot parse
+        raise ValueError(f"--device: {error}") from None
     if restart:
         discarded = discard_checkpoint(run_dir)
         console.print(f"--restart: discarded the checkpoint {discarded}" if discarded
