@@ -10,7 +10,7 @@ Storage: ``<directory>/embeddings/<model slug>-<hash of model_id>.npz`` holding 
 stored: failures — a missing or corrupt file — are cheap to retry and may be transient (a
 permission fixed, a file copied in later), so they are recomputed on the next call. New rows
 are merged under an advisory file lock (POSIX) and written atomically (temporary file in the
-same folder + ``os.replace``), so concurrent runs and a kill mid-write never leave a corrupt
+same folder, then renamed: :func:`relrec.manifest.atomic_path`), so concurrent runs and a kill mid-write never leave a corrupt
 file.
 """
 
@@ -21,11 +21,12 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from relrec.manifest import atomic_path
 
 log = logging.getLogger("relrec.content")
 
@@ -124,17 +125,9 @@ class EmbeddingCache:
                 vectors = np.concatenate([vectors, new_vectors[fresh]])
             else:
                 keys, vectors = np.asarray(new_keys, dtype=str), new_vectors
-            handle = tempfile.NamedTemporaryFile(dir=self.directory, prefix=path.stem + ".",
-                                                 suffix=".tmp", delete=False)
-            try:
-                with handle:
-                    np.savez(handle, keys=keys, vectors=vectors.astype(np.float32),
-                             model_id=np.asarray(model_id))
-                os.replace(handle.name, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(handle.name)
-                raise
+            with atomic_path(path) as temporary, open(temporary, "xb") as handle:
+                np.savez(handle, keys=keys, vectors=vectors.astype(np.float32),
+                         model_id=np.asarray(model_id))
 
     # -- main entry ----------------------------------------------------------------------------
 

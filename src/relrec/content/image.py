@@ -21,19 +21,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from relrec.errors import RelrecError
+from relrec.vectors import l2_normalize
 
 log = logging.getLogger("relrec.content")
 
 #: Images per forward pass, at most.
 MAX_BATCH = 8
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
-
-
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); all-zero rows stay zero."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
 def progress_bar(label: str, disable: bool):
@@ -123,7 +117,7 @@ class ImageEncoder:
         vectors = np.asarray(self._embed(batch), dtype=np.float32).reshape(len(batch), -1)
         finite = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
         vectors = np.where(finite[:, None], vectors, 0.0).astype(np.float32)
-        return l2_normalise(vectors), finite
+        return l2_normalize(vectors).astype(np.float32), finite
 
     def encode_images(self, paths: list[str], progress: bool = True
                       ) -> tuple[np.ndarray, np.ndarray]:

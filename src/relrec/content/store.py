@@ -9,6 +9,7 @@ import numpy as np
 
 from relrec.errors import RunDirError
 from relrec.run import RunData
+from relrec.vectors import l2_normalize
 
 MODALITIES = ("text", "visual")
 
@@ -54,13 +55,12 @@ def fused_content(run: RunData, modalities=("text", "visual")) -> tuple[np.ndarr
         if loaded is None or not loaded[1].any():
             continue
         vectors, ok = loaded
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = l2_normalize(vectors)
         parts.append(np.where(ok[:, None], vectors, 0.0))
         masks.append(ok)
         used.append(modality)
     if not parts:
         raise FileNotFoundError(f"{run.run_dir}: no {'/'.join(modalities)} content vectors "
                                 "(run `relrec embed`)")
-    fused = np.concatenate(parts, axis=1)
-    fused /= np.maximum(np.linalg.norm(fused, axis=1, keepdims=True), 1e-12)
+    fused = l2_normalize(np.concatenate(parts, axis=1))
     return fused.astype(np.float32), np.logical_or.reduce(masks), used

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from relrec.errors import RelrecError
+from relrec.vectors import l2_normalize
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 _MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -115,12 +116,6 @@ def _directory_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-
-
 class TextEncoder:
     """Sentence-transformers wrapper: texts → float32 L2-normalised vectors.
 
@@ -206,4 +201,4 @@ class TextEncoder:
                                        normalize_embeddings=True, show_progress_bar=False)
                 out[rows] = np.asarray(vectors, dtype=np.float32)
                 bar.advance(task, len(rows))
-        return _l2_normalise(out)
+        return l2_normalize(out).astype(np.float32)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from relrec.content.image import ImageEncoder, l2_normalise, log_failures, progress_bar
+from relrec.content.image import ImageEncoder, log_failures, progress_bar
+from relrec.vectors import l2_normalize
 
 log = logging.getLogger("relrec.content")
 
@@ -158,7 +159,7 @@ def encode_videos(encoder: ImageEncoder, paths: list[str], n_frames: int = 4,
                 vectors, frame_ok = encoder.encode_pil(frames)
                 if frame_ok.any():
                     pooled = vectors[frame_ok].mean(axis=0, keepdims=True)
-                    out[row] = l2_normalise(pooled)[0]
+                    out[row] = l2_normalize(pooled)[0]
                     ok[row] = bool(np.linalg.norm(out[row]) > 0)
             except Exception:  # noqa: BLE001 - any undecodable video is skipped, counted
                 log.debug("video %s could not be embedded", path, exc_info=True)

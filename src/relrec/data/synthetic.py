@@ -9,7 +9,6 @@ satiation steps, timestamps — is specified in ``docs/SYNTHETIC.md``.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from relrec.manifest import atomic_path
+from relrec.vectors import l2_normalize
 
 __all__ = [
     "SyntheticConfig",
@@ -469,15 +471,13 @@ def _content_vectors(config: SyntheticConfig, plant: _Plant) -> tuple[np.ndarray
     rng = _rng(config.seed, _VECTORS)
     dim = config.content_dim
     centroids = rng.normal(size=(config.n_topics, dim))
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    centroids = l2_normalize(centroids)
     base = centroids[plant.primary].copy()
     has_secondary = plant.secondary >= 0
     base[has_secondary] += 0.5 * centroids[plant.secondary[has_secondary]]
     noise = rng.normal(size=(config.n_items, dim)) * (
         config.text_noise * CONTENT_NOISE_SCALE / math.sqrt(dim))
-    vectors = base + noise
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    vectors /= np.where(norms > 0, norms, 1.0)
+    vectors = l2_normalize(base + noise)
     return vectors.astype(np.float32), centroids.astype(np.float32)
 
 
@@ -558,11 +558,6 @@ def generate(config: SyntheticConfig | None = None, **overrides) -> SyntheticDat
         config=config)
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def stream_interactions_to_parquet(path, n_interactions: int,
                                    config: SyntheticConfig | None = None,
                                    chunk_size: int = 1_000_000) -> dict:
@@ -589,9 +584,8 @@ def stream_interactions_to_parquet(path, n_interactions: int,
     plant = _plant_items(config)
     item_ids = pa.array([f"i{i}" for i in range(config.n_items)], pa.string())
     rows_per_user = config.sessions_per_user * config.session_length
-    tmp = _atomic_target(path)
     written = users = chunks = 0
-    try:
+    with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, STREAM_SCHEMA) as writer:
             while written < n_interactions:
                 need = min(chunk_size, n_interactions - written)
@@ -615,10 +609,6 @@ def stream_interactions_to_parquet(path, n_interactions: int,
                 written += need
                 users += used_users
                 chunks += 1
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return {"rows": written, "bytes": path.stat().st_size, "n_items": config.n_items,
             "n_users": users, "chunks": chunks}
 
@@ -639,11 +629,6 @@ def write_dataset(dataset: SyntheticDataset, directory) -> dict[str, Path]:
             dataset.items[ITEMS_SCHEMA.names], schema=ITEMS_SCHEMA, preserve_index=False),
     }
     for name, table in tables.items():
-        tmp = _atomic_target(paths[name])
-        try:
+        with atomic_path(paths[name]) as tmp:
             pq.write_table(table.replace_schema_metadata(None), tmp)
-            os.replace(tmp, paths[name])
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     return paths

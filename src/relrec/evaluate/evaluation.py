@@ -32,7 +32,7 @@ from relrec.evaluate.metrics import (PerTrigger, content_similarity_at_k, covera
                                      popularity_masks, recall_at_k, topic_jaccard_at_k,
                                      topic_match_rate_at_k)
 from relrec.evaluate.sealed import require_open
-from relrec.manifest import atomic_write_json
+from relrec.manifest import atomic_path, atomic_write_json
 from relrec.run import RunData
 
 SEGMENTS = ("all", "popular_triggers", "unpopular_triggers", "cold")
@@ -219,9 +219,8 @@ def save_evaluation(evaluation: SystemEvaluation, path: str | Path) -> None:
     for segment, clusters in evaluation.clusters.items():
         arrays[f"{segment}|clusters|users"] = clusters
     arrays[_FORMAT_KEY] = np.array([EVALUATION_FORMAT])
-    temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(temporary, **arrays)
-    temporary.replace(path.with_suffix(".npz"))
+    with atomic_path(path.with_suffix(".npz"), suffix=".tmp.npz") as temporary:
+        np.savez(temporary, **arrays)
     atomic_write_json(path.with_suffix(".json"),
                       {"name": evaluation.name, "summary": evaluation.summary})
 

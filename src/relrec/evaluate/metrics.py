@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from relrec.vectors import l2_normalize
+
 __all__ = [
     "PerTrigger",
     "recall_at_k",
@@ -248,8 +250,7 @@ def _normalised(item_vectors: np.ndarray) -> np.ndarray:
     v = np.asarray(item_vectors, dtype=np.float64)
     if v.ndim != 2:
         raise ValueError(f"item_vectors must be 2-D (n_items, dim), got shape {v.shape}")
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
+    return l2_normalize(v)
 
 
 # --------------------------------------------------------------------------- engagement

@@ -15,6 +15,7 @@ from relrec.content.store import load_content
 from relrec.index.base import SimilarItemsModel
 from relrec.index.faiss_index import ItemIndex
 from relrec.run import RunData
+from relrec.vectors import l2_normalize
 
 # EASE keeps a dense item × item matrix: n² float64 while fitting (≈ 7.2 GB at 30 000 items,
 # plus a float32 copy of the weights); larger catalogues are skipped (PeerSkipped).
@@ -126,8 +127,7 @@ class _VectorKNN(SimilarItemsModel):
     """Nearest neighbours by cosine over per-item vectors (rows with ok=False are skipped)."""
 
     def _build(self, vectors: np.ndarray, ok: np.ndarray) -> None:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.vectors_ = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+        self.vectors_ = l2_normalize(vectors).astype(np.float32)
         self.index_ = ItemIndex(self.vectors_.shape[1])
         self.index_.add(self.vectors_[ok], np.flatnonzero(ok))
 
@@ -157,7 +157,7 @@ class ContentKNN(_VectorKNN):
                 raise FileNotFoundError(f"{run.run_dir}: no {modality} embeddings; run "
                                         "`relrec embed` first")
             vectors, ok = loaded
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            vectors = l2_normalize(vectors)
             parts.append(np.where(ok[:, None], vectors, 0.0))
             ok_any |= ok
         self._build(np.concatenate(parts, axis=1), ok_any)

@@ -15,6 +15,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from relrec.manifest import atomic_path
+
 
 class ItemIndex:
     def __init__(self, dim: int, kind: str = "exact", *, hnsw_neighbors: int = 32,
@@ -111,9 +113,8 @@ class ItemIndex:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        faiss.write_index(self._index, str(temporary))
-        temporary.replace(path)
+        with atomic_path(path) as temporary:
+            faiss.write_index(self._index, str(temporary))
         np.save(path.with_suffix(".items.npy"), self.item_indices)
 
     @classmethod

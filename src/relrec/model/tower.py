@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load_file, save_file
 
 from relrec.errors import RunDirError
-from relrec.manifest import atomic_write_bytes
+from relrec.manifest import atomic_path, atomic_write_bytes
 
 
 class TowerConfig(BaseModel):
@@ -168,10 +168,9 @@ class ItemTower(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(directory / "tower_config.json",
                            self.config.model_dump_json(indent=2).encode())
-        temporary = directory / f".{name}.safetensors.tmp"
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
-                  str(temporary))
-        temporary.replace(directory / f"{name}.safetensors")
+        with atomic_path(directory / f"{name}.safetensors") as temporary:
+            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()},
+                      str(temporary))
 
     @classmethod
     def load(cls, directory: str | Path, name: str = "weights") -> "ItemTower":

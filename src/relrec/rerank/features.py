@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from relrec.vectors import l2_normalize
+
 POSITION_CAP = 20
 
 
@@ -45,21 +47,17 @@ class ItemSpace:
         return int(self.vectors.shape[1])
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def build_item_space(content: np.ndarray, ok: np.ndarray, candidate_frequency: np.ndarray,
                      dim: int = 32, n_topics: int | None = None, seed: int = 0) -> ItemSpace:
     """PCA-reduced unit vectors, k-means derived topics and scaled popularity."""
     import faiss
 
-    content = _unit(np.asarray(content, dtype=np.float32))
+    content = l2_normalize(np.asarray(content, dtype=np.float32))
     usable = content[ok]
     dim = min(dim, content.shape[1])
     mean = usable.mean(axis=0)
     _, _, components = np.linalg.svd(usable - mean, full_matrices=False)
-    reduced = _unit((content - mean) @ components[:dim].T).astype(np.float32)
+    reduced = l2_normalize((content - mean) @ components[:dim].T).astype(np.float32)
     reduced[~ok] = 0.0
     n_topics = n_topics or int(np.clip(round(np.sqrt(ok.sum() / 4)), 2, 100))
     n_topics = max(1, min(n_topics, int(ok.sum())))

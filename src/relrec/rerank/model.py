@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from relrec.manifest import atomic_write_bytes
+from relrec.manifest import atomic_path, atomic_write_bytes
 from relrec.rerank.features import ItemSpace, contextual_features, n_contextual, n_pointwise, \
     pointwise_features
 
@@ -87,9 +87,8 @@ class ContextualReranker:
         tensors["space.vectors"] = torch.as_tensor(self.space.vectors)
         tensors["space.topics"] = torch.as_tensor(self.space.topics)
         tensors["space.popularity"] = torch.as_tensor(self.space.popularity)
-        temporary = directory / ".weights.safetensors.tmp"
-        save_file(tensors, str(temporary))
-        temporary.replace(directory / "weights.safetensors")
+        with atomic_path(directory / "weights.safetensors") as temporary:
+            save_file(tensors, str(temporary))
         atomic_write_bytes(directory / "config.json", json.dumps({
             "context_size": self.context_size, "hidden": self.hidden, "dim": self.space.dim,
             "meta": self.meta}, indent=2).encode())

@@ -44,6 +44,7 @@ from relrec.content.store import fused_content
 from relrec.train.setup import prepare_training, reporting_interrupts
 from relrec.train.trainer import Trainer
 from relrec.index.faiss_index import ItemIndex
+from relrec.vectors import l2_normalize
 
 ENGAGEMENT, RELEVANCE = "engagement", "relevance"
 VARIANTS = {
@@ -146,7 +147,7 @@ def head_embeddings(tower: ItemTower, known: np.ndarray, unit_heads) -> dict[str
     for head in tower.config.heads:
         vectors = tower.item_embeddings(known, head=head)
         if head in unit_heads:
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            vectors = l2_normalize(vectors)
         out[head] = vectors
     return out
 
