@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "relrec"
 
 # foundations every stage may use, then the stages in data-flow order
-FOUNDATIONS = ("errors", "manifest", "config", "vectors", "run", "media")
+FOUNDATIONS = ("errors", "manifest", "config", "vectors", "run")
 STAGES = ("data", "content", "model", "index", "evaluate", "rerank", "train", "related",
           "studies", "serve", "cli")
 ORDER = {name: position for position, name in enumerate(FOUNDATIONS + STAGES)}

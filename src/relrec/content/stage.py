@@ -15,7 +15,7 @@ from relrec.manifest import update_manifest
 from relrec.run import RunData
 from relrec.content.store import content_path, load_content
 from relrec.content.embed import embed_items
-from relrec.media import images_folder, inside_folder
+from relrec.data.media import images_folder, inside_folder
 
 
 def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *,
@@ -67,7 +67,7 @@ def ensure_content(run: RunData, modalities: list[str], config: ContentConfig, *
 
 def media_inside_images_folder(items: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, int]:
     """``items`` with every ``image`` / ``video`` that is not a file inside the run's images
-    folder (``inputs.images.path``, symlinks resolved; see :mod:`relrec.media`) set to None —
+    folder (``inputs.images.path``, symlinks resolved; see :mod:`relrec.data.media`) set to None —
     so ``embed`` never reads a file outside it and never fetches a URL — and how many were
     removed."""
     folder = images_folder(manifest)

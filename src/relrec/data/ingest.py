@@ -78,7 +78,7 @@ def load_items(source: str | Path | pd.DataFrame, rejected: RejectedRows, *,
       kept; for a DataFrame source paths are kept as given).
     * An empty title is allowed (``""``). A row with an empty ``item_id`` is dropped
       (``"null"``); a repeated ``item_id`` keeps its first row (``"duplicate"``).
-    * ``media_folder`` / ``restrict_media`` (what ``prepare`` uses; see :mod:`relrec.media`):
+    * ``media_folder`` / ``restrict_media`` (what ``prepare`` uses; see :mod:`relrec.data.media`):
       media may only be http(s) URLs or files inside ``media_folder`` (relative paths are
       taken under it, symlinks are resolved before the check). Any other value — a path
       outside the folder, a local path with no folder, another URL scheme — is recorded in

@@ -268,7 +268,7 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
     layout, recorded in the manifest (``inputs.images.path``) for ``embed`` and the service:
     relative paths are taken under it, and a path outside it (symlinks resolved), a local path
     when no folder is given or a URL other than http(s) is a counted reject — the item is kept
-    without it (see :mod:`relrec.media`). http(s) URLs are kept as given. Returns the manifest.
+    without it (see :mod:`relrec.data.media`). http(s) URLs are kept as given. Returns the manifest.
     """
     if movielens is not None and (interactions is not None or items is not None):
         given = "--interactions" if interactions is not None else "--items"
@@ -280,7 +280,7 @@ def prepare_run(out_dir: str | Path, config: RunConfig | None = None, *,
     rejected = RejectedRows(records=[])
     annotation_frame = empty_annotations()
     images_folder = None
-    if images is not None:  # the one folder item media may come from (relrec.media)
+    if images is not None:  # the one folder item media may come from (relrec.data.media)
         images_folder = Path(images).expanduser()
         if not images_folder.is_dir():
             raise InputError("images directory not found", file=str(images_folder))

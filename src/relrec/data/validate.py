@@ -27,7 +27,7 @@ import pandas as pd
 
 from relrec.data.readers import is_list_value, scalar_as_text
 from relrec.errors import InputError
-from relrec.media import inside_folder, is_http_url, is_url, resolve_folder
+from relrec.data.media import inside_folder, is_http_url, is_url, resolve_folder
 
 __all__ = [
     "RejectedRows",
@@ -373,7 +373,7 @@ def _media_decision(value: str | None, column: str, folder: Path | None
 
 def restrict_media(items: pd.DataFrame, folder: str | Path | None, rejected: RejectedRows,
                    label: str) -> pd.DataFrame:
-    """Apply the media rule of :mod:`relrec.media` to loaded items (``image``, ``video``):
+    """Apply the media rule of :mod:`relrec.data.media` to loaded items (``image``, ``video``):
     refused values are recorded in ``rejected`` (with the items' ``source_row``) and set to
     None; kept local paths are returned resolved."""
     folder = resolve_folder(folder)

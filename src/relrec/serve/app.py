@@ -31,7 +31,7 @@ from relrec.serve.engine import ServedModel, ServeError, default_text_encoder
 from relrec.serve.state_dir import clean_orphaned_staging, load_admin_state, lock_state_dir, \
     save_admin_state
 from relrec.serve.limits import ConcurrencyLimits, RouteLabels
-from relrec.media import images_folder, resolve_folder
+from relrec.data.media import images_folder, resolve_folder
 
 log = logging.getLogger("relrec.serve")
 STATIC = Path(__file__).parent / "static"

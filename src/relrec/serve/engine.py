@@ -39,8 +39,8 @@ from relrec.content.store import required_content
 from relrec.content.text import TextEncoder
 from relrec.content.text import _MINILM_NAMES, _offline_minilm_path
 from relrec.content.text import item_text as shared_item_text
-from relrec.media import inside_folder
-from relrec.media import is_http_url
+from relrec.data.media import inside_folder
+from relrec.data.media import is_http_url
 from relrec.model.tower import ItemTower
 
 log = logging.getLogger("relrec.serve")
