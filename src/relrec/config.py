@@ -95,7 +95,7 @@ class TrainConfig(_Section):
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$",
                         description="where the tower trains: cpu, cuda, cuda:N, mps, or auto "
                         "(cuda when available); the saved model is always on CPU")
-    # MTMH (SPEC §4): relevance head loss L_co + relevance_weight · KL(P_content ‖ Q_model)
+    # MTMH: relevance head loss L_co + relevance_weight · KL(P_content ‖ Q_model)
     relevance_weight: float = Field(1.0, ge=0.0, description="w_r of the MTMH relevance head")
     content_temperature: float = Field(0.05, gt=0.0, description="τ_c of the content teacher")
     relevance_temperature: float = Field(

@@ -1,5 +1,5 @@
 """The pair SQL gives the same answer on every engine: DuckDB in memory (``prepare``), DuckDB
-out-of-core over Parquet, and Spark SQL in local mode (SPEC §1: "the same SQL must be runnable
+out-of-core over Parquet, and Spark SQL in local mode ("the same SQL must be runnable
 on a cluster engine")."""
 
 from pathlib import Path

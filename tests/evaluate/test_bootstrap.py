@@ -1,4 +1,4 @@
-"""Bootstrap intervals over triggers (SPEC §6)."""
+"""Bootstrap intervals over triggers."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_bad_arguments():
 
 
 def test_scale_10k_triggers_1000_resamples():
-    # functional check at the size the evaluation uses (speed is for benchmarks/, SPEC §7)
+    # functional check at the size the evaluation uses (speed is for benchmarks/)
     m = _random_metric(10_000, 9)
     iv = bootstrap_interval(m, n_boot=1000, seed=0)
     assert iv.low < iv.value < iv.high

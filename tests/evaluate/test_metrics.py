@@ -1,4 +1,4 @@
-"""Offline metrics (SPEC §6) on tiny hand-computed examples, plus property tests."""
+"""Offline metrics on tiny hand-computed examples, plus property tests."""
 
 from __future__ import annotations
 

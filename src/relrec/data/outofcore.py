@@ -1,4 +1,4 @@
-"""Pair extraction larger than memory: DuckDB over Parquet, Parquet out (SPEC §1-2).
+"""Pair extraction larger than memory: DuckDB over Parquet, Parquet out.
 
 :func:`extract_pairs_out_of_core` runs the *same* SQL text as the in-memory ``prepare`` stage
 (:func:`relrec.data.sessions.sessionize_sql`, :mod:`relrec.data.pairs`) directly over

@@ -1,4 +1,4 @@
-"""Co-engagement pairs and evaluation pairs (SPEC §2), in portable SQL.
+"""Co-engagement pairs and evaluation pairs, in portable SQL.
 
 * Training pairs: (trigger, candidate) for every candidate engaged in one of the next
   ``window`` timestamp groups after the trigger in the same session; repeated pairs are

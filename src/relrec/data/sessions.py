@@ -1,4 +1,4 @@
-"""Sessionization in SQL (SPEC §2).
+"""Sessionization in SQL.
 
 The SQL here is plain ANSI window-function SQL so that the same text runs on DuckDB (embedded,
 out-of-core) and on Spark SQL (``relrec.data.spark``) for logs that outgrow one machine.

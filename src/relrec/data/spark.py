@@ -1,4 +1,4 @@
-"""The pair-extraction SQL on Spark, for logs that outgrow one machine (SPEC §1-2).
+"""The pair-extraction SQL on Spark, for logs that outgrow one machine.
 
 :func:`extract_pairs_spark` registers temp views and runs the *same SQL text* as the DuckDB
 path (:func:`relrec.data.sessions.sessionize_sql`, :func:`relrec.data.pairs.training_pairs_sql`,

@@ -1,4 +1,4 @@
-"""Split by global time quantiles (SPEC §2).
+"""Split by global time quantiles.
 
 Interactions before the ``1 - valid - test`` quantile of all timestamps are training, then
 validation, then test. ``test_fraction = 0`` fits on everything but a validation slice (the

@@ -1,4 +1,4 @@
-"""Percentile cluster-bootstrap intervals (SPEC §6: "95% bootstrap intervals"; "differences
+"""Percentile cluster-bootstrap intervals ("95% bootstrap intervals"; "differences
 between two systems come with a paired bootstrap interval (same resamples)").
 
 Held-out pairs are not independent: on ml-latest-small all 6,834 warm test pairs come from 70
@@ -146,7 +146,7 @@ def cluster_sums(metric: PerTrigger, clusters: np.ndarray | None) -> PerTrigger:
 def bootstrap_interval(metric: PerTrigger, n_boot: int = 1000, seed: int = 0,
                        confidence: float = 0.95, clusters: np.ndarray | None = None
                        ) -> Interval:
-    """Percentile bootstrap interval of a ratio-of-sums metric (SPEC §6), resampling
+    """Percentile bootstrap interval of a ratio-of-sums metric, resampling
     ``clusters`` (one label per row, e.g. the user of each row) or, when ``None``, rows.
 
     Only triggers with a positive denominator are resampled (the others take no part in the
@@ -171,7 +171,7 @@ def paired_bootstrap_difference(metric_a: PerTrigger, metric_b: PerTrigger,
                                 n_boot: int = 1000, seed: int = 0,
                                 confidence: float = 0.95,
                                 clusters: np.ndarray | None = None) -> Interval:
-    """Paired percentile bootstrap interval of ``metric_a - metric_b`` (SPEC §6).
+    """Paired percentile bootstrap interval of ``metric_a - metric_b``.
 
     Both metrics must be computed on the same triggers in the same order (same length; the
     caller keeps the order); each resample evaluates both systems on the SAME drawn triggers,

@@ -1,4 +1,4 @@
-"""Score any system that produces related lists on a run's held-out pairs (SPEC §6).
+"""Score any system that produces related lists on a run's held-out pairs.
 
 A *system* is any :class:`relrec.index.base.SimilarItemsModel` — a trained model
 (:class:`relrec.RelatedItems`) or a peer

@@ -1,4 +1,4 @@
-"""Offline related-list metrics (SPEC §6), as pure functions of numpy / scipy arrays.
+"""Offline related-list metrics, as pure functions of numpy / scipy arrays.
 
 Conventions (docs/ARCHITECTURE.md): items are dense integer indices ``0..n_items-1``; a
 recommendation matrix ``ranked`` of shape ``(n_triggers, K_max)`` holds item indices best
@@ -99,7 +99,7 @@ class PerTrigger:
 
     def subset(self, rows: np.ndarray) -> PerTrigger:
         """The metric restricted to some triggers (a boolean mask or an index array),
-        e.g. the top-1% / bottom-10% trigger buckets of SPEC §6."""
+        e.g. the top-1% / bottom-10% popularity buckets of the trigger breakdown."""
         rows = np.asarray(rows)
         return PerTrigger(self.numerator[rows], self.denominator[rows])
 
@@ -258,7 +258,7 @@ def _normalised(item_vectors: np.ndarray) -> np.ndarray:
 
 def recall_at_k(ranked: np.ndarray, trigger_row: np.ndarray, target: np.ndarray,
                 k: int) -> PerTrigger:
-    """Engagement: recall@k [21] (SPEC §6) — the share of test pairs (t, c) whose target c is
+    """Engagement: recall@k [21] — the share of test pairs (t, c) whose target c is
     in the top k related items of t.
 
     ``ranked`` holds one list per distinct test trigger; ``trigger_row[i]`` is the row of
@@ -275,7 +275,7 @@ def recall_at_k(ranked: np.ndarray, trigger_row: np.ndarray, target: np.ndarray,
 
 def ndcg_at_k(ranked: np.ndarray, trigger_row: np.ndarray, target: np.ndarray,
               k: int) -> PerTrigger:
-    """NDCG@k with a single relevant item per test pair (SPEC §6).
+    """NDCG@k with a single relevant item per test pair.
 
     Per pair the gain is ``1 / log2(rank + 2)`` when the target sits at 0-based ``rank < k``,
     else 0; with one relevant item the ideal DCG is 1. Aggregated over pairs exactly like
@@ -294,7 +294,7 @@ def ndcg_at_k(ranked: np.ndarray, trigger_row: np.ndarray, target: np.ndarray,
 def topic_match_rate_at_k(ranked: np.ndarray, triggers: np.ndarray, topic_matrix,
                           k: int) -> PerTrigger:
     """Relevance: topic match rate@k — the paper's "topic overlap percentage" between
-    trigger and candidate (SPEC §6).
+    trigger and candidate.
 
     Per trigger: the share of its non-padding top-k items that share at least one topic
     with the trigger (numerator = share, denominator = 1, so the value is the mean over
@@ -308,7 +308,7 @@ def topic_match_rate_at_k(ranked: np.ndarray, triggers: np.ndarray, topic_matrix
 
 def topic_jaccard_at_k(ranked: np.ndarray, triggers: np.ndarray, topic_matrix,
                        k: int) -> PerTrigger:
-    """Relevance: mean topic Jaccard@k (SPEC §6) — mean over triggers of the mean
+    """Relevance: mean topic Jaccard@k — mean over triggers of the mean
     ``|T(t) ∩ T(i)| / |T(t) ∪ T(i)|`` over the trigger's non-padding top-k items.
 
     Same exclusion rules as :func:`topic_match_rate_at_k`.
@@ -319,7 +319,7 @@ def topic_jaccard_at_k(ranked: np.ndarray, triggers: np.ndarray, topic_matrix,
 
 def content_similarity_at_k(ranked: np.ndarray, triggers: np.ndarray,
                             item_vectors: np.ndarray, k: int) -> PerTrigger:
-    """Relevance fallback when items have no topic labels (SPEC §6: "falls back to mean
+    """Relevance fallback when items have no topic labels ("falls back to mean
     content similarity, reported as such"): mean over triggers of the mean cosine similarity
     between the trigger's content vector and each non-padding top-k item's.
 
@@ -346,7 +346,7 @@ def content_similarity_at_k(ranked: np.ndarray, triggers: np.ndarray,
 
 
 def popular_share_at_k(ranked: np.ndarray, popular_mask: np.ndarray, k: int) -> PerTrigger:
-    """Popularity bias: share of recommended slots filled by popular items (SPEC §6; the
+    """Popularity bias: share of recommended slots filled by popular items (the
     paper's "distribution share of highly popular videos").
 
     ``popular_mask`` is a boolean (n_items,) mask, normally the top 1% by training frequency
@@ -364,7 +364,7 @@ def popular_share_at_k(ranked: np.ndarray, popular_mask: np.ndarray, k: int) -> 
 
 
 def novelty_at_k(ranked: np.ndarray, item_probability: np.ndarray, k: int) -> PerTrigger:
-    """Novelty@k (SPEC §6): mean self-information ``-log2 p(item)`` over recommended slots.
+    """Novelty@k: mean self-information ``-log2 p(item)`` over recommended slots.
 
     ``item_probability`` is the training popularity of each item; raw training frequencies
     are accepted too — the array is normalised to sum to 1. Items with probability 0 (unseen
@@ -392,7 +392,7 @@ def novelty_at_k(ranked: np.ndarray, item_probability: np.ndarray, k: int) -> Pe
 
 
 def coverage_at_k(ranked: np.ndarray, n_items: int, k: int) -> float:
-    """Catalogue coverage@k (SPEC §6): distinct items appearing in any top-k list divided by
+    """Catalogue coverage@k: distinct items appearing in any top-k list divided by
     ``n_items``. A catalogue-level number, so it has no bootstrap interval."""
     k = _check_k(k)
     if n_items <= 0:
@@ -406,8 +406,8 @@ def coverage_at_k(ranked: np.ndarray, n_items: int, k: int) -> float:
 def popularity_masks(frequency: np.ndarray, top_fraction: float = 0.01,
                      bottom_fraction: float = 0.10,
                      eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean (top, bottom) masks over items for the popularity breakdown (SPEC §2/§6:
-    "top-1% / bottom-10% triggers are cut by training frequency over the catalogue of items
+    """Boolean (top, bottom) masks over items for the popularity breakdown
+    ("top-1% / bottom-10% triggers are cut by training frequency over the catalogue of items
     seen in training").
 
     Among ``eligible`` items (default ``frequency > 0``) the top mask holds the
@@ -452,7 +452,7 @@ def popularity_masks(frequency: np.ndarray, top_fraction: float = 0.01,
 
 def intra_list_diversity_at_k(ranked: np.ndarray, item_vectors: np.ndarray,
                               k: int) -> PerTrigger:
-    """Intra-list diversity@k (SPEC §6, CAViaR): per list, the mean pairwise cosine distance
+    """Intra-list diversity@k (CAViaR): per list, the mean pairwise cosine distance
     ``1 - cos(v_i, v_j)`` over unordered pairs of its non-padding top-k items; the value is
     the mean over lists (numerator = list value, denominator = 1).
 

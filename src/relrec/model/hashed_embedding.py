@@ -1,5 +1,5 @@
 """ID embeddings for catalogues too large for one table row per item: the hashing trick
-(issue 6, part 4; see docs/SCALING.md).
+(see docs/SCALING.md).
 
 :class:`HashedIdEmbedding` maps an item index to ``num_hashes`` rows of a shared table of
 ``num_buckets`` rows with independent 64-bit mixing hashes (splitmix64) and sums them ("hash embeddings", Svenstrup et al. 2017; Weinberger et al.

@@ -1,4 +1,4 @@
-"""The item tower shared by trigger and candidate (paper Fig. 1-2, SPEC §4).
+"""The item tower shared by trigger and candidate (paper Fig. 1-2).
 
 features = ID embedding ⊕ projected text ⊕ projected visual → shared dense layers → one or more
 heads → L2-normalised item embedding. Each modality is a switch. The ID table has one extra

@@ -1,5 +1,4 @@
-"""Blending content similarity into the serving score (issue 3: "blending the content
-similarity into the serving score").
+"""Blending content similarity into the serving score.
 
 The model's top ``candidate_pool`` candidates of a trigger are re-scored as
 

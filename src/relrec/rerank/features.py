@@ -6,7 +6,7 @@ Item space (computed once per run, saved with the re-ranker):
   CAViaR uses), L2-normalised, reduced by PCA to ``dim`` dimensions and normalised again;
   without content, the main model's first head.
 * derived topics — k-means (``faiss.Kmeans``, spherical) clusters of the normalised content
-  embeddings. Never the evaluation topics (SPEC §3).
+  embeddings. Never the evaluation topics.
 * popularity — log(1 + training candidate frequency), scaled to [0, 1].
 
 For a candidate ``c`` of trigger ``t`` with main-ranking score ``s_c`` (list top score

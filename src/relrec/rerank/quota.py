@@ -1,4 +1,4 @@
-"""MTMH serving-time quota merge (SPEC §5, MTMH §3.5).
+"""MTMH serving-time quota merge (MTMH §3.5).
 
 Each head's top-N is ranked on its own (its own index, its own scores). The merged list of
 ``k`` slots takes **exactly** ``n_e = round(α·k)`` slots from the engagement head and

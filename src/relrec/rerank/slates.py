@@ -1,6 +1,6 @@
 """Training and evaluation slates for the CAViaR re-ranker, from held-out sessions.
 
-Construction (documented, SPEC §5):
+Construction (documented):
 
 1. Sessions of one period are rebuilt from ``data/interactions.parquet`` with the run's own
    sessionization SQL (:func:`relrec.data.sessions.sessionize_sql`, the same gap / session ids

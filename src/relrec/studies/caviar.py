@@ -1,4 +1,4 @@
-"""CAViaR evaluation (SPEC §6): NE of the contextual vs the point-wise model, calibration by
+"""CAViaR evaluation: NE of the contextual vs the point-wise model, calibration by
 similarity bucket (CAViaR Fig. 2), and the re-rank's effect on intra-list diversity, recall,
 topic match and session engagement.
 

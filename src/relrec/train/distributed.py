@@ -1,4 +1,4 @@
-"""Data-parallel training across processes / nodes with ``torchrun`` (DDP) (SPEC §4).
+"""Data-parallel training across processes / nodes with ``torchrun`` (DDP).
 
 N processes train exactly what one process trains on the same global batch:
 

@@ -1,4 +1,4 @@
-"""MTMH: one shared tower, an engagement head and a relevance head (SPEC §4, MTMH §3.2-3.3).
+"""MTMH: one shared tower, an engagement head and a relevance head (MTMH §3.2-3.3).
 
 * **engagement head** — ``L_co`` only (in-batch sampled softmax, accidental hits masked), on
   the recommended CF base: the tower's own geometry (``normalize_embeddings``; the ``mtmh``
@@ -15,7 +15,7 @@
   ``normalise(normalise(text) ⊕ normalise(visual))`` (whichever modalities the run has; an
   item without any content is masked out: its rows take no part, its columns get P = Q = 0).
   Columns holding the trigger itself are masked as in ``L_co``. The teacher is frozen; the
-  evaluation topics never enter it (they are not in the text, see SPEC §3).
+  evaluation topics never enter it (they are not in the text).
 
 Ablations (MTMH Table 2), chosen by ``variant``:
 
