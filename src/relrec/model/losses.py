@@ -50,15 +50,20 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
     rows = trigger_embeddings.shape[0]
     if positive_columns is None:
         positive_columns = torch.arange(rows, device=trigger_embeddings.device)
-    logits = in_batch_logits(trigger_embeddings, candidate_embeddings, temperature,
-                             candidate_log_q)
+    # one pass builds the additive B×B bias (-logQ of the column, -inf on accidental hits);
+    # addmm adds it to the logits matmul, so neither the masks nor logQ are autograd nodes
     positive_ids = candidate_ids[positive_columns]
-    same_as_positive = candidate_ids.unsqueeze(0) == positive_ids.unsqueeze(1)
-    same_as_trigger = candidate_ids.unsqueeze(0) == trigger_ids.unsqueeze(1)
-    is_positive = torch.zeros_like(same_as_positive)
-    is_positive[torch.arange(rows, device=logits.device), positive_columns] = True
-    accidental = (same_as_positive | same_as_trigger) & ~is_positive
-    logits = logits.masked_fill(accidental, float("-inf"))
+    accidental = ((candidate_ids.unsqueeze(0) == positive_ids.unsqueeze(1))
+                  | (candidate_ids.unsqueeze(0) == trigger_ids.unsqueeze(1)))
+    accidental[torch.arange(rows, device=accidental.device), positive_columns] = False
+    if candidate_log_q is not None:
+        bias = torch.where(accidental, float("-inf"),
+                           -candidate_log_q.to(trigger_embeddings.dtype).unsqueeze(0))
+    else:
+        bias = torch.zeros(accidental.shape, dtype=trigger_embeddings.dtype,
+                           device=accidental.device).masked_fill_(accidental, float("-inf"))
+    logits = torch.addmm(bias, trigger_embeddings, candidate_embeddings.T,
+                         alpha=1.0 / temperature)
     cross_entropy = F.cross_entropy(logits, positive_columns, reduction="none")
     if weights is None:
         weights = torch.ones_like(cross_entropy)
