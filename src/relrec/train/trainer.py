@@ -160,6 +160,21 @@ class OptimizerGroup:
             optimizer.step()
 
 
+def unique_rows_forward(forward, items: torch.Tensor, id_dropped: torch.Tensor | None):
+    """``forward(rows, dropped)`` evaluated once per distinct (item, ID dropped) of the batch
+    and gathered back to the batch's order: popular items repeat within a batch, so the tower
+    (ID lookup, content projections, MLP, heads) runs on fewer rows; the gather's backward sums
+    the repeats' gradients (deterministically). ``forward`` returns a tensor or a dict of them."""
+    keys = items * 2 + id_dropped.long() if id_dropped is not None else items
+    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    rows, dropped = (unique // 2, (unique % 2).bool()) if id_dropped is not None \
+        else (unique, None)
+    out = forward(rows, dropped)
+    if isinstance(out, dict):
+        return {name: value[inverse] for name, value in out.items()}
+    return out[inverse]
+
+
 class CheckpointError(RelrecError):
     """A training checkpoint that cannot be read back (truncated, overwritten, not ours)."""
 
@@ -385,7 +400,9 @@ class Trainer:
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
         config = self.config
         items = torch.cat([batch_triggers, batch_candidates])
-        embeddings = tower(items, id_dropped=tower.id_dropout_mask(items.shape))
+        embeddings = unique_rows_forward(
+            lambda rows, dropped: tower(rows, id_dropped=dropped), items,
+            tower.id_dropout_mask(items.shape))
         trigger_embeddings, candidate_embeddings = embeddings.split(len(batch_triggers))
         log_q = log_q_table[batch_candidates] if log_q_table is not None else None
         loss, _ = sampled_softmax_loss(trigger_embeddings, candidate_embeddings, batch_triggers,
