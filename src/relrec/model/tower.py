@@ -148,6 +148,28 @@ class ItemTower(nn.Module):
             parts.append(self._project("visual", items))
         return self.shared(torch.cat(parts, dim=-1))
 
+    @torch.no_grad()
+    def new_item_embeddings(self, n: int, content: dict[str, np.ndarray | None] | None = None,
+                            head: str | None = None) -> np.ndarray:
+        """(n, embedding_dim) of ``n`` items outside the catalogue: the cold ID row plus the
+        given content vectors per modality ((n, dim) arrays; a modality left out, or None,
+        takes its learned missing vector) — what :meth:`forward` gives a cold item."""
+        content = content or {}
+        parts = []
+        if self.config.use_id:
+            parts.append(self.id_embedding(torch.full((n,), self.out_of_vocabulary_row,
+                                                      dtype=torch.long)))
+        for modality in self.content_modalities:
+            vectors = content.get(modality)
+            if vectors is None:
+                parts.append(getattr(self, f"{modality}_missing")[None, :].expand(n, -1))
+            else:
+                parts.append(getattr(self, f"{modality}_projection")(
+                    torch.as_tensor(np.asarray(vectors), dtype=torch.float32)))
+        shared = self.shared(torch.cat(parts, dim=-1))
+        head = head or self.config.heads[0]
+        return self._finish(self.heads[head](shared)).float().cpu().numpy()
+
     def forward(self, items: torch.Tensor, head: str | None = None,
                 known: torch.Tensor | None = None,
                 id_dropped: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,28 +1,26 @@
 """What the service computes: related lists with request-time filters and reasons.
 
-:class:`ServedModel` wraps one loaded bundle (a :class:`~relrec.RelatedItems`
-built from a staged, verified snapshot) and adds what the index alone does not do:
+:class:`ServedModel` wraps one loaded bundle (a :class:`~relrec.RelatedItems` built from a
+staged, verified snapshot); every ranking goes through it (``_search``: α on two-head models,
+CAViaR ``diversify``, the run's content blend). On top it adds:
 
-* request-time filters (exclude ids, a blocklist, unavailable items) — the index is asked for
-  enough extra rows that k survive the filters;
-* precomputed mode — the exported related lists are a key lookup (an (n_items, K) array);
-  a trigger not in the export, a k larger than K or a list the filters cut below k falls back
-  to the index;
+* request-time filters (exclude ids, a blocklist, unavailable items): the index is asked for
+  enough extra rows, then one vectorised mask (:func:`relrec.index.base.drop_filtered`);
+* precomputed mode: each exported trigger's list body is built once as JSON bytes
+  (:class:`relrec.serve.render.PrecomputedBodies`) and answers unfiltered, default-option
+  requests with a lookup and a slice; everything else takes the index path;
 * items added at run time from their metadata (``POST /admin/items``): an immutable snapshot
-  of extra vectors searched beside the index and merged by score; replaced, never mutated;
-* reasons per recommended item: shared topics (display only — topics never rank anything),
-  text similarity, co-engagement count in the training pairs;
-* the content path for a new item's metadata (``by-content``).
-
-Hooks for models that are not built yet: when the wrapped model has a
-``related(trigger_indices, k, alpha=, diversify=)`` method (two heads + quota merge, CAViaR
-re-ranking) it is called for α / diversify requests; otherwise the plain path is used and α is
-ignored with a note.
+  of extra vectors scored beside the index and merged by score; replaced, never mutated;
+* reasons per recommended item, vectorised over (rows × k): shared topics (display only —
+  topics never rank anything), text similarity, co-engagement count in the training pairs;
+* the content path for a new item's metadata (``by-content``): the tower's cold-item
+  embedding (:meth:`relrec.model.tower.ItemTower.new_item_embeddings`) or text kNN.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -35,13 +33,11 @@ import torch
 
 from relrec.related import RelatedItems
 from relrec.serve.bundle import PRECOMPUTED_STAGED, BundleError, StagedBundle
-from relrec.content.store import required_content
-from relrec.content.text import TextEncoder
-from relrec.content.text import _MINILM_NAMES, _offline_minilm_path
-from relrec.content.text import item_text as shared_item_text
-from relrec.data.media import inside_folder
-from relrec.data.media import is_http_url
-from relrec.model.tower import ItemTower
+from relrec.content.text import _MINILM_NAMES, TextEncoder, _offline_minilm_path, item_text
+from relrec.index.base import drop_filtered
+from relrec.serve.render import PrecomputedBodies, TopicMasks, dumps, entry_bytes, item_fragment
+from relrec.vectors import l2_normalize
+from relrec.data.media import inside_folder, is_http_url
 
 log = logging.getLogger("relrec.serve")
 
@@ -55,24 +51,6 @@ class ServeError(Exception):
 
 
 # -- text encoding ---------------------------------------------------------------------------
-def item_text(items: pd.DataFrame) -> list[str]:
-    """Title + description + tags (never topics), as the content stage embeds them."""
-    try:
-        return list(shared_item_text(items))
-    except ImportError:
-        pass
-    texts = []
-    for row in items.itertuples(index=False):
-        parts = [str(getattr(row, "title", "") or "")]
-        description = getattr(row, "description", None)
-        if isinstance(description, str) and description:
-            parts.append(description)
-        tags = getattr(row, "tags", None)
-        if tags is not None and len(tags):
-            parts.append(", ".join(str(tag) for tag in tags))
-        texts.append(". ".join(parts))
-    return texts
-
 
 def local_text_model(model_name: str) -> bool:
     """Whether ``model_name`` loads without the network: the offline all-MiniLM-L6-v2 package
@@ -118,29 +96,7 @@ def default_text_encoder(model_name: str, *, allow_download: bool = False):
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
-
-
-@torch.no_grad()
-def tower_embeddings(tower, head: str, texts: np.ndarray | None, n: int) -> np.ndarray:
-    """The tower's embeddings of ``n`` new items: cold ID row + their texts (``None``: the
-    missing-text vector) + the missing visual vector; one batched forward pass."""
-    config = tower.config
-    parts = []
-    if config.use_id:
-        parts.append(tower.id_embedding(torch.full((n,), tower.out_of_vocabulary_row,
-                                                   dtype=torch.long)))
-    if config.text_dim:
-        if texts is None:
-            parts.append(tower.text_missing[None, :].expand(n, -1))
-        else:
-            parts.append(tower.text_projection(torch.as_tensor(texts, dtype=torch.float32)))
-    if config.visual_dim:
-        parts.append(tower.visual_missing[None, :].expand(n, -1))
-    shared = tower.shared(torch.cat(parts, dim=-1))
-    return tower._finish(tower.heads[head](shared)).detach().numpy()
+    return l2_normalize(np.asarray(vectors, dtype=np.float32)).astype(np.float32)
 
 
 # -- items added at run time -----------------------------------------------------------------
@@ -163,11 +119,15 @@ class ExtraItems:
 
 @dataclass
 class Ranked:
-    triggers: list[int]
-    indices: list[int]
-    scores: list[float]
+    """Lists of one request: (rows, k) item indices (-1 pads) and scores, the mode, notes."""
+    indices: np.ndarray
+    scores: np.ndarray
     mode: str
     notes: list[str]
+
+    def row(self, r: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        keep = self.indices[r] >= 0
+        return self.indices[r][keep], self.scores[r][keep]
 
 
 class ServedModel:
@@ -183,7 +143,7 @@ class ServedModel:
         self.run = self.related.run
         self.source = staged.source
         self._check_finite_embeddings()
-        self.tower = self._load_tower()
+        self.tower = self._checked_tower()
         self.n_items = self.run.n_items
         self.image_root = image_root
         self.text_encoder_factory = text_encoder_factory
@@ -203,9 +163,14 @@ class ServedModel:
         self.n_eligible = int(self.eligible.sum())
         self._load_pairs()
         self._load_text_vectors()
-        self.precomputed_note: str | None = None
-        self._load_precomputed()
+        self.item_ids = self.run.item_ids.astype(str)
         self.extras = ExtraItems()
+        self.topic_masks = TopicMasks(self.topics)
+        self.fragments = [item_fragment(self.item_ids[i], str(self.titles[i]), self.topics[i],
+                                        self._image_url(i)) for i in range(self.n_items)]
+        self.precomputed_note: str | None = None
+        self.bodies: PrecomputedBodies | None = None
+        self._load_precomputed()
         self.has_reranker = (staged.source / "rerank").is_dir()
 
     # -- loading ---------------------------------------------------------------------------
@@ -220,14 +185,15 @@ class ServedModel:
                     f"{int(bad.sum())} of {len(bad)} items (head {head!r}, e.g. item "
                     f"{first!r}): its weights are broken; retrain the run")
 
-    def _load_tower(self):
-        tower = ItemTower.load(self.staged.path / "model")
+    def _checked_tower(self):
+        """The tower RelatedItems loaded (content attached), refused with NaN/inf weights."""
+        tower = self.related.tower_
         broken = [name for name, tensor in tower.state_dict().items()
                   if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
         if broken:
             raise BundleError(f"{self.source}: model weights hold non-finite values (NaN/inf) "
                               f"in {', '.join(broken[:3])}: retrain the run")
-        tower.attach_content(required_content(self.run, tower.content_modalities))
+        tower.eval()
         return tower
 
     def _load_pairs(self) -> None:
@@ -292,6 +258,7 @@ class ServedModel:
         self.pre_has = np.zeros(self.n_items, bool)
         self.pre_has[trigger] = True
         self.pre_length = (indices >= 0).sum(axis=1)
+        self.bodies = self._precomputed_bodies()
         log.info("%s: precomputed lists for %d items (K=%d)", self.name, int(self.pre_has.sum()), k)
 
     def _validated_lists(self, frame: pd.DataFrame):
@@ -393,14 +360,15 @@ class ServedModel:
             raise ServeError(404, "unknown_item", f"unknown item id(s): {shown}")
         return indices
 
-    def exclusion_indices(self, item_ids) -> set[int]:
-        """Indices of known ids (unknown ids in an exclude list are ignored)."""
-        out = set()
-        for item_id in item_ids:
-            index = self.index_of(str(item_id))
-            if index is not None:
-                out.add(index)
-        return out
+    def exclusion_indices(self, item_ids) -> np.ndarray:
+        """Sorted item indices of the known ids (unknown ids in an exclude list are ignored)."""
+        item_ids = [str(item_id) for item_id in item_ids]
+        found = self.related.item_indices(item_ids, missing="drop")
+        if len(self.extras):
+            rows = [self.extras.positions.get(item_id) for item_id in item_ids]
+            found = np.concatenate([found, self.n_items + np.asarray(
+                [row for row in rows if row is not None], np.int64)])
+        return np.unique(found)
 
     def item_id(self, index: int) -> str:
         if index < self.n_items:
@@ -442,11 +410,20 @@ class ServedModel:
         raw = self.images[index] if index < self.n_items else None
         return raw.strip() if is_http_url(raw) else None
 
-    def describe(self, index: int) -> dict:
+    def _image_url(self, index: int) -> str | None:
         image = self.image_path(index)
-        url = f"/images/{self.name}/{self.item_id(index)}" if image else self.image_link(index)
+        return f"/images/{self.name}/{self.item_id(index)}" if image else self.image_link(index)
+
+    def describe(self, index: int) -> dict:
         return {"item_id": self.item_id(index), "title": self.title(index),
-                "topics": self.item_topics(index), "image_url": url}
+                "topics": self.item_topics(index), "image_url": self._image_url(index)}
+
+    def fragment(self, index: int) -> bytes:
+        """The item's JSON fields (see :func:`relrec.serve.render.item_fragment`)."""
+        if index < self.n_items:
+            return self.fragments[index]
+        return item_fragment(self.item_id(index), self.title(index), self.item_topics(index),
+                             None)
 
     def search_titles(self, query: str, limit: int) -> list[dict]:
         query = query.strip().lower()
@@ -456,127 +433,227 @@ class ServedModel:
         hits.sort(key=lambda i: (not self.titles_lower[i].startswith(query), -self.popularity[i]))
         return [self.describe(i) for i in hits[:limit]]
 
-    # -- reasons ---------------------------------------------------------------------------
-    def co_engagement(self, a: int, b: int) -> int:
-        if a >= self.n_items or b >= self.n_items or not len(self.pair_keys):
-            return 0
-        key = min(a, b) * self.n_items + max(a, b)
-        position = np.searchsorted(self.pair_keys, key)
-        if position < len(self.pair_keys) and self.pair_keys[position] == key:
-            return int(self.pair_counts[position])
-        return 0
 
-    def _text_vector(self, index: int) -> np.ndarray | None:
-        if index >= self.n_items:
-            extras = self.extras
-            return None if extras.text is None else extras.text[index - self.n_items]
-        if self.text_vectors is None or not self.text_ok[index]:
+    # -- reasons ---------------------------------------------------------------------------
+    def _text_rows(self, indices: np.ndarray, dim: int | None = None):
+        """(vectors, ok) of ``indices`` (catalogue or run-time items, -1 pads), shaped
+        ``indices.shape + (dim,)``; None when no text vectors are known."""
+        extras = self.extras
+        if dim is None:
+            dim = self.text_vectors.shape[1] if self.text_vectors is not None else (
+                extras.text.shape[1] if extras.text is not None and len(extras) else None)
+        if dim is None:
             return None
-        return self.text_vectors[index]
+        flat = indices.ravel()
+        vectors = np.zeros((len(flat), dim), np.float32)
+        ok = np.zeros(len(flat), bool)
+        catalogue = (flat >= 0) & (flat < self.n_items)
+        if self.text_vectors is not None and self.text_vectors.shape[1] == dim:
+            vectors[catalogue] = self.text_vectors[flat[catalogue]]
+            ok[catalogue] = self.text_ok[flat[catalogue]]
+        added = flat >= self.n_items
+        if added.any() and extras.text is not None and extras.text.shape[1] == dim:
+            vectors[added] = extras.text[flat[added] - self.n_items]
+            ok[added] = True
+        return vectors.reshape(indices.shape + (dim,)), ok.reshape(indices.shape)
+
+    def _co_engagement(self, triggers: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """(rows, k) summed training co-engagement of each candidate with its row's triggers
+        (``triggers`` (rows, t), -1 pads)."""
+        rows, k = indices.shape
+        if not len(self.pair_keys) or triggers.shape[1] == 0:
+            return np.zeros((rows, k), np.int64)
+        a = indices[:, :, None]
+        b = triggers[:, None, :]
+        valid = (a >= 0) & (a < self.n_items) & (b >= 0) & (b < self.n_items)
+        keys = np.minimum(a, b) * np.int64(self.n_items) + np.maximum(a, b)
+        position = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
+        found = valid & (self.pair_keys[position] == keys)
+        return np.where(found, self.pair_counts[position], 0).sum(axis=2)
+
+    def _text_similarity(self, triggers: np.ndarray, indices: np.ndarray,
+                         trigger_text: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, k) best text cosine of each candidate with its row's triggers (and the new
+        item's text), and whether any pair had text on both sides."""
+        rows, k = indices.shape
+        best = np.full((rows, k), -np.inf, np.float32)
+        candidates = self._text_rows(indices)
+        if candidates is None:
+            return best, np.zeros((rows, k), bool)
+        vectors, ok = candidates
+        dim = vectors.shape[-1]
+        if triggers.shape[1]:
+            trigger_vectors, trigger_ok = self._text_rows(triggers, dim)
+            similarity = np.einsum("rkd,rtd->rkt", vectors, trigger_vectors)
+            similarity[~(ok[:, :, None] & trigger_ok[:, None, :])] = -np.inf
+            best = similarity.max(axis=2)
+        if trigger_text is not None and len(trigger_text) == dim:
+            best = np.maximum(best, np.where(ok, vectors @ np.asarray(trigger_text, np.float32),
+                                             -np.inf))
+        return best, np.isfinite(best)
+
+    def entries(self, triggers, indices, scores, trigger_text=None, trigger_topics=None
+                ) -> list[bytes]:
+        """Each row's entries joined by commas (see :meth:`entry_rows`)."""
+        return [b",".join(parts) for parts in self.entry_rows(triggers, indices, scores,
+                                                               trigger_text, trigger_topics)]
+
+    def entry_rows(self, triggers: np.ndarray, indices: np.ndarray, scores: np.ndarray,
+                   trigger_text: np.ndarray | None = None,
+                   trigger_topics: list[str] | None = None) -> list[list[bytes]]:
+        """Each row's entries as JSON fragments: rank, score, the
+        item's fields and its reasons, computed for the whole (rows, k) grid at once.
+        ``triggers`` (rows, t) with -1 pads; reasons are display only (never rank)."""
+        triggers = np.asarray(triggers, np.int64).reshape(len(indices), -1)
+        co = self._co_engagement(triggers, indices)
+        similarity, has_similarity = self._text_similarity(triggers, indices, trigger_text)
+        masks = self.topic_masks
+        n = self.n_items
+        extra_mask = masks.mask(trigger_topics) if trigger_topics else 0
+        out = []
+        for r in range(len(indices)):
+            union = extra_mask
+            for t in triggers[r].tolist():
+                if t >= 0:
+                    union |= masks.masks[t] if t < n else masks.mask(self.item_topics(t))
+            parts = []
+            row_scores, row_sim, row_has, row_co = (scores[r].tolist(), similarity[r].tolist(),
+                                                    has_similarity[r].tolist(), co[r].tolist())
+            for j, index in enumerate(indices[r].tolist()):
+                if index < 0:
+                    break
+                mask = masks.masks[index] if index < n else masks.mask(self.item_topics(index))
+                parts.append(entry_bytes(j + 1, row_scores[j], self.fragment(index),
+                                         masks.json_list(mask & union),
+                                         row_sim[j] if row_has[j] else None, row_co[j]))
+            out.append(parts)
+        return out
 
     def reasons(self, triggers: list[int], index: int, trigger_text: np.ndarray | None = None,
                 trigger_topics: list[str] | None = None) -> dict:
-        topics = set(self.item_topics(index))
-        shared: set[str] = set()
-        for trigger in triggers:
-            shared |= topics & set(self.item_topics(trigger))
-        if trigger_topics:
-            shared |= topics & set(trigger_topics)
-        similarity = None
-        candidate_text = self._text_vector(index)
-        if candidate_text is not None:
-            vectors = [self._text_vector(t) for t in triggers]
-            if trigger_text is not None:
-                vectors.append(trigger_text)
-            values = [float(candidate_text @ v) for v in vectors if v is not None]
-            similarity = round(max(values), 4) if values else None
-        return {"shared_topics": sorted(shared), "text_similarity": similarity,
-                "co_engagement_count": sum(self.co_engagement(t, index) for t in triggers)}
+        """One candidate's reasons as a dict (the vectorised :meth:`entries` decoded)."""
+        body = self.entries(np.asarray([triggers or [-1]]), np.asarray([[index]]),
+                            np.zeros((1, 1), np.float32), trigger_text, trigger_topics)[0]
+        return json.loads(body)["reasons"]
+
+    def _precomputed_bodies(self, chunk: int = 256) -> PrecomputedBodies:
+        """Every exported trigger's list body, built once (see docs/SERVING.md)."""
+        heads: list[bytes | None] = [None] * self.n_items
+        blobs: list[bytes] = [b""] * self.n_items
+        ends: list[np.ndarray] = [np.zeros(1, np.int64)] * self.n_items
+        rows = np.flatnonzero(self.pre_has)
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            part_rows = self.entry_rows(part[:, None], self.pre_indices[part],
+                                        self.pre_scores[part])
+            for trigger, parts in zip(part.tolist(), part_rows):
+                blob = b",".join(parts)
+                # entries[:j] end at sum of their lengths plus j - 1 commas
+                end = np.concatenate([[0], np.cumsum([len(x) + 1 for x in parts]) - 1]
+                                     ).astype(np.int64)
+                heads[trigger] = dumps({"item_id": self.item_ids[trigger],
+                                        "title": str(self.titles[trigger]), "run": self.name,
+                                        "model_version": self.version,
+                                        "mode": "precomputed"})[:-1]
+                blobs[trigger], ends[trigger] = blob, end
+        return PrecomputedBodies(heads, blobs, ends, self.pre_length, self.pre_k)
+
+    def precomputed_body(self, trigger: int, k: int) -> bytes | None:
+        """The ready body of an unfiltered, default-option list, or None (index path)."""
+        if self.bodies is None or trigger >= self.n_items or len(self.extras):
+            return None
+        return self.bodies.body(trigger, k)
 
     # -- ranking ---------------------------------------------------------------------------
-    def _trigger_embedding(self, index: int) -> np.ndarray:
-        if index < self.n_items:
-            return self.embeddings[index]
-        return self.extras.embeddings[index - self.n_items]
+    def _trigger_embeddings(self, triggers: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(triggers), self.embeddings.shape[1]), np.float32)
+        catalogue = triggers < self.n_items
+        out[catalogue] = self.embeddings[triggers[catalogue]]
+        if (~catalogue).any():
+            out[~catalogue] = self.extras.embeddings[triggers[~catalogue] - self.n_items]
+        return out
 
-    def _extra_scores(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _merge_extras(self, queries: np.ndarray, scores: np.ndarray, indices: np.ndarray,
+                      own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Run-time items scored against ``queries`` and merged into each row by score (one
+        vectorised sort); ``own``: each row's trigger, never its own candidate."""
         extras = self.extras
         if not len(extras):
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return extras.embeddings @ query, self.n_items + np.arange(len(extras), dtype=np.int64)
+            return scores, indices
+        extra_scores = (queries @ extras.embeddings.T).astype(np.float32)
+        extra_indices = np.broadcast_to(self.n_items + np.arange(len(extras), dtype=np.int64),
+                                        extra_scores.shape).copy()
+        if own is not None:
+            extra_indices[extra_indices == own[:, None]] = -1
+        scores = np.concatenate([scores, extra_scores], axis=1)
+        indices = np.concatenate([indices, extra_indices], axis=1)
+        scores = np.where(indices >= 0, scores, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1)
 
-    @staticmethod
-    def _take(indices: np.ndarray, scores: np.ndarray, banned: set[int], k: int):
-        out_i, out_s = [], []
-        for index, score in zip(indices.tolist(), scores.tolist()):
-            if index < 0 or index in banned or not np.isfinite(score):
-                continue
-            out_i.append(index)
-            out_s.append(score)
-            if len(out_i) == k:
-                break
-        return out_i, out_s
+    def _fetch(self, k: int, banned: np.ndarray) -> int:
+        return max(1, min(k + len(banned), self.n_eligible))
 
-    def _merge_extras(self, query, indices, scores, banned, k):
-        extra_scores, extra_indices = self._extra_scores(query)
-        if len(extra_indices):
-            indices = np.concatenate([np.asarray(indices, np.int64), extra_indices])
-            scores = np.concatenate([np.asarray(scores, np.float32), extra_scores])
-            order = np.argsort(-scores, kind="stable")
-            indices, scores = indices[order], scores[order]
-        return self._take(np.asarray(indices), np.asarray(scores), banned, k)
-
-    def _index_search(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, indices = self.related.indexes[self.main_head].search(query[None, :], fetch)
-        return indices[0], scores[0]
-
-    def rank(self, triggers: list[int], k: int, *, banned: set[int], alpha: float | None = None,
-             diversify: bool = False, precomputed: bool = True) -> Ranked:
-        """One list for one trigger (or a session of triggers, most recent last)."""
-        notes: list[str] = []
-        banned = set(banned) | set(triggers)
-        # α, diversify or a content blend change the order: the model's own ranking answers
-        reorders = (self.related.two_heads or self.related.has_reranker
-                    or self.related.rank.content_blend > 0)
-        if alpha is not None and not self.related.two_heads:
-            notes.append("alpha ignored: this model has a single head")
-        fetch = min(k + len(banned), self.n_eligible)
-        single = len(triggers) == 1
-        trigger = triggers[-1]
-        if single and precomputed and self.pre_indices is not None and trigger < self.n_items \
-                and self.pre_has[trigger] and not diversify \
-                and (alpha is None or not self.related.two_heads):
-            row_i, row_s = self.pre_indices[trigger], self.pre_scores[trigger]
-            complete = self.pre_length[trigger] < self.pre_k  # the export held every candidate
-            query = self.embeddings[trigger]
-            indices, scores = self._merge_extras(query, row_i, row_s, banned, k)
-            if len(indices) == k or complete:
-                return Ranked(triggers, indices, scores, "precomputed", notes)
-            notes.append("precomputed list too short after filters; index used")
-        blend = self.related.rank.content_blend
-        if blend > 0 and len(self.extras) and not (alpha is not None or diversify):
+    def rank_rows(self, triggers, k: int, *, banned: np.ndarray, alpha: float | None = None,
+                  diversify: bool = False) -> Ranked:
+        """One list per trigger (a batch), through :meth:`RelatedItems._search` for catalogue
+        triggers and by embedding for run-time ones; ``banned`` (item indices) removed with
+        one vectorised mask (:func:`relrec.index.base.drop_filtered`)."""
+        triggers = np.asarray(triggers, np.int64)
+        related = self.related
+        notes = related.query_notes(alpha, False)
+        alpha = alpha if related.two_heads else None
+        fetch = self._fetch(k, banned)
+        model_scores_only = (related.rank.content_blend > 0 and not related.two_heads
+                             and len(self.extras) and not diversify)
+        if model_scores_only:
             # run-time items have model scores only; a blended list could not place them
             notes.append("content blend not applied: items added at run time are ranked by "
                          "the model score")
-            blend = 0.0
-        if single and reorders and trigger < self.n_items and (
-                alpha is not None or diversify or blend > 0):  # blend: relrec.rerank.blend
-            alpha = alpha if self.related.two_heads else None
-            scores, indices = self.related._search(np.asarray([trigger]), fetch, alpha=alpha,
+        catalogue = triggers < self.n_items
+        scores = np.full((len(triggers), fetch), -np.inf, np.float32)
+        indices = np.full((len(triggers), fetch), -1, np.int64)
+        if catalogue.any():
+            rows = triggers[catalogue]
+            if model_scores_only:
+                found_s, found_i = related._head_search(rows, fetch, self.main_head)
+            else:
+                found_s, found_i = related._search(rows, fetch, alpha=alpha,
                                                    diversify=diversify)
+            found_s, found_i = np.asarray(found_s), np.asarray(found_i)
+            width = min(fetch, found_i.shape[1])
+            scores[catalogue, :width], indices[catalogue, :width] = found_s[:, :width], \
+                found_i[:, :width]
             if diversify:
                 notes.append(f"diversified: page 1 of size {fetch}, window 20")
-            indices, scores = self._take(np.asarray(indices)[0], np.asarray(scores)[0], banned, k)
-            return Ranked(triggers, indices, scores, "index", notes)
-        if single:
-            query = self._trigger_embedding(trigger)
-        else:  # a session: recency-weighted mean of the items' embeddings
-            weights = 0.5 ** np.arange(len(triggers) - 1, -1, -1, dtype=np.float32)
-            stacked = np.stack([self._trigger_embedding(t) for t in triggers])
-            query = _normalise((weights[:, None] * stacked).sum(axis=0))
-        indices, scores = self._index_search(query, fetch)
-        indices, scores = self._merge_extras(query, indices, scores, banned, k)
-        return Ranked(triggers, indices, scores, "index", notes)
+        if (~catalogue).any():
+            queries = self._trigger_embeddings(triggers[~catalogue])
+            found_s, found_i = related.indexes[self.main_head].search(queries, fetch)
+            scores[~catalogue], indices[~catalogue] = found_s, found_i
+        scores, indices = self._merge_extras(self._trigger_embeddings(triggers), scores, indices,
+                                             own=triggers)
+        scores, indices = drop_filtered(scores, indices, banned, k)
+        return Ranked(indices, scores, "index", notes)
+
+    def rank(self, triggers: list[int], k: int, *, banned: np.ndarray,
+             alpha: float | None = None, diversify: bool = False) -> Ranked:
+        """One list for one trigger, or a session of triggers (most recent last): the session's
+        query is the recency-weighted mean of its items' embeddings (main head)."""
+        if len(triggers) == 1:
+            return self.rank_rows(triggers, k, banned=banned, alpha=alpha, diversify=diversify)
+        notes = []
+        if alpha is not None or diversify:
+            notes.append("alpha and diversify apply to one trigger; a session is ranked by "
+                         "its items' mean embedding")
+        session = np.asarray(triggers, np.int64)
+        banned = np.union1d(banned, session)
+        weights = 0.5 ** np.arange(len(session) - 1, -1, -1, dtype=np.float32)
+        query = _normalise((weights[:, None] * self._trigger_embeddings(session)).sum(axis=0))
+        scores, indices = self.related.indexes[self.main_head].search(query[None, :],
+                                                                      self._fetch(k, banned))
+        scores, indices = self._merge_extras(query[None, :], scores, indices)
+        scores, indices = drop_filtered(scores, indices, banned, k)
+        return Ranked(indices, scores, "index", notes)
 
     # -- content path ----------------------------------------------------------------------
     @property
@@ -626,7 +703,7 @@ class ServedModel:
     def tower_embedding(self, text: np.ndarray | None) -> np.ndarray:
         """The tower's embedding of a new item: cold ID row + its text (+ missing visual)."""
         texts = None if text is None else np.asarray(text, np.float32)[None, :]
-        return tower_embeddings(self.tower, self.main_head, texts, 1)[0]
+        return self.tower.new_item_embeddings(1, {"text": texts}, head=self.main_head)[0]
 
     def content_vector(self, record: dict) -> tuple[np.ndarray, np.ndarray, str]:
         """(model-space embedding, text vector, path) of a new item's metadata."""
@@ -644,7 +721,8 @@ class ServedModel:
             if texts.shape[1] != self.tower.config.text_dim:
                 raise ServeError(422, "content_unavailable",
                                  "the text encoder's dimension does not match the model's")
-            return tower_embeddings(self.tower, self.main_head, texts, len(texts)), texts, "tower"
+            return self.tower.new_item_embeddings(len(texts), {"text": texts},
+                                                  head=self.main_head), texts, "tower"
         vectors, ok = self.catalogue_text()
         if vectors.shape[1] != texts.shape[1]:
             raise ServeError(422, "content_unavailable",
@@ -676,23 +754,26 @@ class ServedModel:
             out[start:start + len(direction)] = direction
         return out, texts, "content_knn"
 
-    def rank_content(self, record: dict, k: int, banned: set[int]) -> tuple[list, list, str, np.ndarray]:
+    def rank_content(self, record: dict, k: int, banned: np.ndarray
+                     ) -> tuple[Ranked, np.ndarray]:
+        """(the list, the new item's text vector) of a new item's metadata."""
         embedding, text, path = self.content_vector(record)
         if path == "tower":
-            fetch = min(k + len(banned), self.n_eligible)
-            indices, scores = self._index_search(embedding, fetch)
-            indices, scores = self._merge_extras(embedding, indices, scores, banned, k)
-            return indices, scores, path, text
-        # content kNN over the catalogue's text vectors (the model has no text input)
-        vectors, ok = self.catalogue_text()
-        similarity = vectors @ text
-        similarity[~ok] = -np.inf
-        fetch = min(k + len(banned), self.n_items)
-        top = np.argpartition(-similarity, fetch - 1)[:fetch] if fetch < self.n_items else \
-            np.arange(self.n_items)
-        top = top[np.argsort(-similarity[top], kind="stable")]
-        indices, scores = self._take(top, similarity[top], banned, k)
-        return indices, scores, path, text
+            fetch = self._fetch(k, banned)
+            scores, indices = self.related.indexes[self.main_head].search(embedding[None, :],
+                                                                          fetch)
+            scores, indices = self._merge_extras(embedding[None, :], scores, indices)
+        else:  # content kNN over the catalogue's text vectors (the model has no text input)
+            vectors, ok = self.catalogue_text()
+            similarity = np.where(ok, vectors @ text, -np.inf).astype(np.float32)
+            fetch = min(k + len(banned), self.n_items)
+            top = np.argpartition(-similarity, fetch - 1)[:fetch] if fetch < self.n_items else \
+                np.arange(self.n_items)
+            top = top[np.argsort(-similarity[top], kind="stable")]
+            top = np.where(np.isfinite(similarity[top]), top, -1)
+            scores, indices = similarity[top][None, :], top[None, :]
+        scores, indices = drop_filtered(scores, indices, banned, k)
+        return Ranked(indices, scores, path, []), text
 
     def with_extras(self, records: list[dict]) -> tuple[ExtraItems, list[str]]:
         """A new extras snapshot with ``records`` added or replaced (not yet installed); their

@@ -62,7 +62,15 @@ class RouteLabels:
                     route = candidate
                     break
         path = getattr(route, "path", None)
-        return path if isinstance(path, str) and route in self.router.routes else OTHER
+        # (an included router's route object may be a copy of the app's: match by template)
+        return path if isinstance(path, str) and path in self._known() else OTHER
+
+    def _known(self) -> set[str]:
+        cached = self.__dict__.get("_templates")
+        if cached is None or cached[0] != len(self.router.routes):
+            cached = (len(self.router.routes), self.templates())
+            self.__dict__["_templates"] = cached
+        return cached[1]
 
 
 # -- concurrency --------------------------------------------------------------------------

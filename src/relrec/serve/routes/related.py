@@ -1,0 +1,137 @@
+"""``related``: lists by item, batch, session (up next) and new-item content."""
+
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, Path as PathParam, Query
+from starlette.concurrency import run_in_threadpool
+
+from relrec.serve.engine import ServedModel, ServeError
+from relrec.serve.images import check_image
+from relrec.serve.render import dumps, list_body
+from relrec.serve.routes.common import ERRORS, JSONBytes, check_diversify, check_k, split_ids
+from relrec.serve.schemas import BatchRequest, BatchResponse, ContentRequest, RelatedList, \
+    RunName, UpNextRequest
+from relrec.serve.state import ServiceState
+
+
+def router(state: ServiceState) -> APIRouter:
+    s = state.settings
+    api = APIRouter(tags=["related"])
+
+    def banned(model: ServedModel, exclude: list[str]) -> np.ndarray:
+        static = state.static_banned(model)
+        return np.union1d(static, model.exclusion_indices(exclude)) if exclude else static
+
+    def list_bodies(model: ServedModel, triggers: list[int], k: int, exclude: list[str],
+                    alpha: float | None, diversify: bool, exact: bool) -> list[bytes]:
+        """One body per trigger: the precomputed table where it answers, the rest in one
+        batched index search."""
+        bodies: list[bytes | None] = [None] * len(triggers)
+        if (s.use_precomputed and not exact and not exclude and alpha is None
+                and not diversify and not len(state.static_banned(model))):
+            bodies = [model.precomputed_body(t, k) for t in triggers]
+        todo = [row for row, body in enumerate(bodies) if body is None]
+        if todo:
+            rows = np.asarray([triggers[row] for row in todo], np.int64)
+            ranked = model.rank_rows(rows, k, banned=banned(model, exclude), alpha=alpha,
+                                     diversify=diversify)
+            entries = model.entries(rows[:, None], ranked.indices, ranked.scores)
+            for j, row in enumerate(todo):
+                trigger = triggers[row]
+                head = {"item_id": model.item_id(trigger), "title": model.title(trigger),
+                        "run": model.name, "model_version": model.version,
+                        "mode": ranked.mode}
+                bodies[row] = list_body(head, entries[j], k, ranked.notes)
+        return bodies
+
+    def related_index(model, item_id, k, exclude, alpha, diversify, exact) -> JSONBytes:
+        trigger = model.require_indices([item_id])[0]
+        return JSONBytes(list_bodies(model, [trigger], k, split_ids(s, exclude), alpha,
+                                     diversify, exact)[0])
+
+    @api.get("/v1/items/{item_id}/related", response_model=RelatedList, responses=ERRORS,
+             response_class=JSONBytes)
+    async def related(item_id: Annotated[str, PathParam(min_length=1, max_length=256)],
+                      k: Annotated[int, Query(ge=1, le=s.max_k)] = 10,
+                      alpha: Annotated[float | None, Query(ge=0.0, le=1.0,
+                                                           allow_inf_nan=False)] = None,
+                      diversify: bool = False,
+                      exclude: Annotated[list[str], Query(
+                          description="ids; repeat or comma-separate")] = [],
+                      run: RunName = "main",
+                      mode: Literal["auto", "exact"] = "auto"):
+        """Related items of one item. Unfiltered default-option requests in precomputed mode
+        are a table lookup on the event loop; one index search is cheap enough to run there
+        too; diversify (the re-ranker) runs in the thread pool."""
+        model = state.model(run)
+        check_diversify(model, diversify)
+        if not exclude and alpha is None and not diversify and mode == "auto" \
+                and s.use_precomputed and not len(state.static_banned(model)):
+            trigger = model.run.index_of_id.get(item_id)
+            if trigger is not None:
+                body = model.precomputed_body(trigger, k)
+                if body is not None:
+                    return JSONBytes(body)
+        arguments = (model, item_id, k, exclude, alpha, diversify, mode == "exact")
+        if diversify:
+            return await run_in_threadpool(related_index, *arguments)
+        return related_index(*arguments)
+
+    @api.post("/v1/related", response_model=BatchResponse, responses=ERRORS,
+              response_class=JSONBytes)
+    def related_batch(request: BatchRequest):
+        """Related items of a batch of items (one list each; one batched index search)."""
+        if len(request.item_ids) > s.max_batch:
+            raise ServeError(422, "invalid_request", f"item_ids: at most {s.max_batch} per batch")
+        check_k(s, request.k)
+        model = state.model(request.run)
+        check_diversify(model, request.diversify)
+        triggers = model.require_indices(request.item_ids)
+        bodies = list_bodies(model, triggers, request.k, split_ids(s, request.exclude),
+                             request.alpha, request.diversify, request.mode == "exact")
+        return JSONBytes(b'{"run":%s,"model_version":"%s","results":[%s]}' % (
+            dumps(model.name), model.version.encode(), b",".join(bodies)))
+
+    @api.post("/v1/up-next", response_model=RelatedList, responses=ERRORS,
+              response_class=JSONBytes)
+    def up_next(request: UpNextRequest):
+        """One list for a session's recent items (most recent last); seen items excluded."""
+        if len(request.items) > s.max_session_items:
+            raise ServeError(422, "invalid_request",
+                             f"items: at most {s.max_session_items} session items")
+        check_k(s, request.k)
+        model = state.model(request.run)
+        check_diversify(model, request.diversify)
+        triggers = model.require_indices(request.items)
+        ranked = model.rank(triggers, request.k,
+                            banned=banned(model, split_ids(s, request.exclude)),
+                            alpha=request.alpha, diversify=request.diversify)
+        entries = model.entries(np.asarray([triggers]), ranked.indices, ranked.scores)[0]
+        return JSONBytes(list_body({"run": model.name, "model_version": model.version,
+                                    "mode": ranked.mode}, entries, request.k, ranked.notes))
+
+    @api.post("/v1/related/by-content", response_model=RelatedList, responses=ERRORS,
+              response_class=JSONBytes)
+    def by_content(request: ContentRequest):
+        """Related items of a new item from its title / description / tags (/ image)."""
+        check_k(s, request.k)
+        model = state.model(request.run)
+        notes = []
+        image_note = check_image(model, request)
+        if image_note:
+            notes.append(image_note)
+        ranked, text = model.rank_content(request.model_dump(), request.k,
+                                          banned(model, split_ids(s, request.exclude)))
+        path = ranked.mode
+        notes.insert(0, f"content path: {path}" + (
+            " (the model's tower with the cold ID row and the item's text)" if path == "tower"
+            else " (nearest catalogue items by text; this model has no text input)"))
+        entries = model.entries(np.zeros((1, 0), np.int64), ranked.indices, ranked.scores,
+                                trigger_text=text)[0]
+        return JSONBytes(list_body({"title": request.title, "run": model.name,
+                                    "model_version": model.version, "mode": path},
+                                   entries, request.k, notes))
+
+    return api
+
