@@ -69,3 +69,64 @@ def test_explorer_finds_toy_story_and_shows_two_runs_with_posters(
     colours = image.getcolors(maxcolors=1 << 24)
     assert len(colours) > 500, "screenshot looks blank"
     assert max(count for count, _ in colours) < 0.9 * image.width * image.height
+
+
+@pytest.mark.slow
+def test_explorer_links_compare_alpha_and_diversify(serve_runs, start_server, browser_page,
+                                                    tmp_path):
+    """Each item has a link naming it (shareable, survives a reload); the compare view is a
+    toggle on the page; the α slider (two-head runs) and the diversify toggle (runs with a
+    re-ranker) reach the API."""
+    import json
+
+    page, requests = browser_page
+    server = start_server(serve_runs[0], "--compare", serve_runs[1],
+                          "--state-dir", tmp_path / "state")
+    page.goto(server.url + "/?item=1&k=5")
+    page.wait_for_selector('body[data-loaded="1"]', timeout=20_000)
+    assert page.inner_text("#selected-title") == "Toy Story (1995)"
+    assert page.locator('.column[data-run="main"] li.rel-item').count() == 5
+    assert "item=1" in page.url and "item=1" in page.get_attribute("#share", "href")
+    # a related item's link names it: following it shows its own list, and so does a reload
+    first = page.locator('.column[data-run="main"] li.rel-item').first
+    target = first.get_attribute("data-item")
+    first.locator("a.item-link").click()
+    page.wait_for_selector(f'body[data-loaded="{target}"]', timeout=20_000)
+    assert f"item={target}" in page.url
+    title = page.inner_text("#selected-title")
+    page.reload()
+    page.wait_for_selector(f'body[data-loaded="{target}"]', timeout=20_000)
+    assert page.inner_text("#selected-title") == title
+    # the compare view: on by default with a compare run, off and on again from the page
+    assert page.is_visible("#compare-box") and page.locator(".column").count() == 2
+    page.uncheck("#compare")
+    page.wait_for_function("document.querySelectorAll('.column').length === 1")
+    assert "compare=0" in page.url
+    page.check("#compare")
+    page.wait_for_function("document.querySelectorAll('.column').length === 2")
+    # single-head runs without a re-ranker: no α slider, diversify offered but disabled
+    assert page.is_hidden("#alpha-box") and page.is_disabled("#diversify")
+
+    # a two-head run with a re-ranker (the run list rewritten in the browser): the controls
+    # appear and their values reach the API
+    def two_heads(route):
+        body = json.loads(route.fetch().text())
+        for run in body["runs"]:
+            run["two_heads"], run["reranker"] = True, True
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/v1/runs", two_heads)
+    page.goto(server.url + "/?item=1&k=5&alpha=0.3")
+    page.wait_for_selector('body[data-loaded="1"]', timeout=20_000)
+    assert page.is_visible("#alpha-box") and page.input_value("#alpha") == "0.3"
+    assert any("/related" in url and "alpha=0.3" in url for url in requests)
+    page.evaluate("""() => { const a = document.querySelector('#alpha'); a.value = '0.7';
+                              a.dispatchEvent(new Event('input')); }""")
+    page.wait_for_function("location.search.includes('alpha=0.7')")
+    assert not page.is_disabled("#diversify")
+    page.check("#diversify")
+    page.wait_for_function("location.search.includes('diversify=1')")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.column .error')].some(e => "
+        "e.textContent.includes('not available'))")  # the real runs have no re-ranker: 422
+    assert any("diversify=true" in url for url in requests)
