@@ -104,3 +104,35 @@ def test_alpha_on_a_two_head_model_matches_each_head(serve_runs, tmp_path, make_
         ids = [e["item_id"] for e in result["items"]]
         library, _ = two.similar_items([str(model.run.item_ids[trigger])], K, alpha=0.4)
         assert ids == [i for i in library[0] if i]
+
+
+def test_diversify_reorders_the_brute_force_candidates(serve_runs, tmp_path, make_settings):
+    """With a (random) CAViaR re-ranker: every diversified item comes from the brute-force
+    top (k + window) of the main ranking, filters hold, and the list is what the library's
+    ``similar_items(diversify=True)`` gives."""
+    from relrec.rerank.features import ItemSpace
+    from relrec.rerank.model import ContextualReranker
+
+    app = create_app(make_settings(serve_runs[0], state_dir=tmp_path / "s"))
+    model = app.state.service.models["main"]
+    rng = np.random.default_rng(3)
+    n = model.n_items
+    space = ItemSpace(rng.normal(size=(n, 8)).astype(np.float32),
+                      rng.integers(0, 5, n).astype(np.int64),
+                      rng.random(n).astype(np.float32))
+    model.related._reranker, model.related._reranker_loaded = ContextualReranker(space), True
+    model.has_reranker = True
+    client = TestClient(app)
+    eligible = np.flatnonzero(model.related.eligible)
+    excluded = [str(model.run.item_ids[i]) for i in eligible[:3]]
+    triggers = eligible[3:123]
+    for trigger, result in zip(triggers, batches(client, triggers, model, diversify=True,
+                                                 exclude=excluded)):
+        got = [model.run.index_of_id[e["item_id"]] for e in result["items"]]
+        banned = set(eligible[:3].tolist())
+        window, _ = reference(model, model.main_head, trigger, set(), k=K + len(banned) + 20)
+        assert len(got) == K and len(set(got)) == K
+        assert not set(got) & (banned | {trigger}) and set(got) <= set(window.tolist())
+        library, _ = model.related.similar_items([str(model.run.item_ids[trigger])], K,
+                                                 filter_items=excluded, diversify=True)
+        assert [e["item_id"] for e in result["items"]] == [i for i in library[0] if i]
