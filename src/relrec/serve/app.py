@@ -33,7 +33,7 @@ log = logging.getLogger("relrec.serve")
 STATIC = Path(__file__).parent / "static"
 RUN_NAMES = ("main", "compare")
 
-__all__ = ["Settings", "ServiceState", "create_app", "check_admin_token", "authorize_admin"]
+__all__ = ["ServiceState", "Settings", "authorize_admin", "check_admin_token", "create_app"]
 
 
 def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI:

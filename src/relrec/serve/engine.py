@@ -23,21 +23,34 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from relrec.related import RelatedItems
-from relrec.serve.bundle import PRECOMPUTED_STAGED, BundleError, StagedBundle
-from relrec.content.text import _MINILM_NAMES, TextEncoder, _offline_minilm_path, item_text
-from relrec.index.base import drop_filtered
-from relrec.serve.render import PrecomputedBodies, TopicMasks, dumps, entry_bytes, item_fragment
-from relrec.vectors import l2_normalize
+from relrec.content.text import (
+    _MINILM_NAMES,
+    TextEncoder,
+    _offline_minilm_path,
+    item_text,
+)
 from relrec.data.media import inside_folder, is_http_url
+from relrec.index.base import drop_filtered
+from relrec.related import RelatedItems
+from relrec.serve.bundle import BundleError, StagedBundle
+from relrec.serve.reasons import co_engagement, load_pair_counts, text_similarity
+from relrec.serve.render import (
+    PrecomputedBodies,
+    TopicMasks,
+    dumps,
+    entry_bytes,
+    item_fragment,
+)
+from relrec.serve.validation import validated_lists
+from relrec.vectors import l2_normalize
 
 log = logging.getLogger("relrec.serve")
 
@@ -197,25 +210,8 @@ class ServedModel:
         return tower
 
     def _load_pairs(self) -> None:
-        path = self.staged.path / "pairs" / "train_pairs.parquet"
-        self.pair_keys = np.zeros(0, np.int64)
-        self.pair_counts = np.zeros(0, np.int64)
-        if not path.is_file():
-            return
-        frame = pd.read_parquet(path)
-        count_column = "pair_count" if "pair_count" in frame else "count"
-        n = np.int64(self.n_items)
-        t = frame["trigger_index"].to_numpy(np.int64)
-        c = frame["candidate_index"].to_numpy(np.int64)
-        counts = frame[count_column].to_numpy(np.int64)
-        # co-engagement is symmetric for explanations: count both directions
-        low, high = np.minimum(t, c), np.maximum(t, c)
-        keys = low * n + high
-        order = np.argsort(keys, kind="stable")
-        keys, counts = keys[order], counts[order]
-        unique, starts = np.unique(keys, return_index=True)
-        self.pair_keys = unique
-        self.pair_counts = np.add.reduceat(counts, starts) if len(counts) else counts
+        self.pair_keys, self.pair_counts = load_pair_counts(
+            self.staged.path / "pairs" / "train_pairs.parquet", self.n_items)
 
     def _load_text_vectors(self) -> None:
         self.text_vectors = None
@@ -248,7 +244,8 @@ class ServedModel:
                                      "blend; export again")
             return
         frame = pd.read_parquet(self.staged.precomputed, columns=["trigger", "item", "rank", "score"])
-        trigger, item, rank, score = self._validated_lists(frame)
+        trigger, item, rank, score = validated_lists(frame, self.run.item_ids,
+                                                     self.max_precomputed_k)
         k = int(rank.max()) if len(rank) else 0
         indices = np.full((self.n_items, k), -1, np.int64)
         scores = np.full((self.n_items, k), -np.inf, np.float32)
@@ -260,58 +257,6 @@ class ServedModel:
         self.pre_length = (indices >= 0).sum(axis=1)
         self.bodies = self._precomputed_bodies()
         log.info("%s: precomputed lists for %d items (K=%d)", self.name, int(self.pre_has.sum()), k)
-
-    def _validated_lists(self, frame: pd.DataFrame):
-        """(trigger, item, rank, score) arrays of exported lists, or BundleError: every id
-        known, scores finite, each trigger's ranks exactly 1..n (no gap, no repeat) with no
-        item twice, and K within ``max_precomputed_k`` — checked before the (n_items, K)
-        tables are allocated (one absurd rank would size them)."""
-        where = f"exported lists ({PRECOMPUTED_STAGED})"
-        lookup = pd.Series(np.arange(self.n_items), index=self.run.item_ids.astype(str))
-        positions = {}
-        for column in ("trigger", "item"):
-            values = frame[column].astype(str)
-            found = lookup.reindex(values).to_numpy()
-            unknown = np.isnan(found)
-            if unknown.any():
-                shown = ", ".join(repr(v) for v in pd.unique(values[unknown])[:5])
-                raise BundleError(f"{where}: {int(unknown.sum())} rows name a {column} id that "
-                                  f"is not in the run's catalogue ({shown}): export again")
-            positions[column] = found.astype(np.int64)
-        trigger, item = positions["trigger"], positions["item"]
-        score = frame["score"].to_numpy(np.float64)
-        if not np.isfinite(score).all():
-            raise BundleError(f"{where}: {int((~np.isfinite(score)).sum())} scores are not "
-                              "finite (NaN/inf): export again")
-        raw_rank = frame["rank"].to_numpy()
-        if not np.issubdtype(raw_rank.dtype, np.integer):
-            raw_rank = raw_rank.astype(np.float64)
-            if not (np.isfinite(raw_rank).all() and (raw_rank == np.round(raw_rank)).all()):
-                raise BundleError(f"{where}: ranks must be whole numbers")
-        rank = raw_rank.astype(np.int64)
-        if len(rank):
-            order = np.lexsort((rank, trigger))
-            sorted_trigger, sorted_rank = trigger[order], rank[order]
-            starts = np.r_[0, np.flatnonzero(np.diff(sorted_trigger)) + 1]
-            group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-            expected = np.arange(len(order)) - group_start + 1
-            wrong = np.flatnonzero(sorted_rank != expected)
-            if len(wrong):
-                first = wrong[0]
-                raise BundleError(
-                    f"{where}: trigger {str(self.run.item_ids[sorted_trigger[first]])!r} has "
-                    f"rank {int(sorted_rank[first])} where rank {int(expected[first])} belongs: "
-                    "each trigger's ranks must run 1..n without gaps or repeats; export again")
-            pair = trigger * np.int64(self.n_items) + item
-            if len(np.unique(pair)) != len(pair):
-                raise BundleError(f"{where}: an item appears twice in one trigger's list")
-            k = int(rank.max())
-            if k > self.max_precomputed_k:
-                raise BundleError(
-                    f"{where}: K={k} rows per trigger is over max_precomputed_k="
-                    f"{self.max_precomputed_k} (the lookup table would hold n_items x K "
-                    "entries): export with a smaller --k or raise max_precomputed_k")
-        return trigger, item, rank, score.astype(np.float32)
 
     # -- info ------------------------------------------------------------------------------
     @property
@@ -458,39 +403,13 @@ class ServedModel:
         return vectors.reshape(indices.shape + (dim,)), ok.reshape(indices.shape)
 
     def _co_engagement(self, triggers: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """(rows, k) summed training co-engagement of each candidate with its row's triggers
-        (``triggers`` (rows, t), -1 pads)."""
-        rows, k = indices.shape
-        if not len(self.pair_keys) or triggers.shape[1] == 0:
-            return np.zeros((rows, k), np.int64)
-        a = indices[:, :, None]
-        b = triggers[:, None, :]
-        valid = (a >= 0) & (a < self.n_items) & (b >= 0) & (b < self.n_items)
-        keys = np.minimum(a, b) * np.int64(self.n_items) + np.maximum(a, b)
-        position = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
-        found = valid & (self.pair_keys[position] == keys)
-        return np.where(found, self.pair_counts[position], 0).sum(axis=2)
+        return co_engagement(self.pair_keys, self.pair_counts, self.n_items, triggers, indices)
 
-    def _text_similarity(self, triggers: np.ndarray, indices: np.ndarray,
-                         trigger_text: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, k) best text cosine of each candidate with its row's triggers (and the new
-        item's text), and whether any pair had text on both sides."""
-        rows, k = indices.shape
-        best = np.full((rows, k), -np.inf, np.float32)
+    def _text_similarity(self, triggers, indices, trigger_text):
         candidates = self._text_rows(indices)
-        if candidates is None:
-            return best, np.zeros((rows, k), bool)
-        vectors, ok = candidates
-        dim = vectors.shape[-1]
-        if triggers.shape[1]:
-            trigger_vectors, trigger_ok = self._text_rows(triggers, dim)
-            similarity = np.einsum("rkd,rtd->rkt", vectors, trigger_vectors)
-            similarity[~(ok[:, :, None] & trigger_ok[:, None, :])] = -np.inf
-            best = similarity.max(axis=2)
-        if trigger_text is not None and len(trigger_text) == dim:
-            best = np.maximum(best, np.where(ok, vectors @ np.asarray(trigger_text, np.float32),
-                                             -np.inf))
-        return best, np.isfinite(best)
+        trigger_rows = None if candidates is None or not triggers.shape[1] else \
+            self._text_rows(triggers, candidates[0].shape[-1])
+        return text_similarity(candidates, trigger_rows, trigger_text, indices.shape)
 
     def entries(self, triggers, indices, scores, trigger_text=None, trigger_topics=None
                 ) -> list[bytes]:

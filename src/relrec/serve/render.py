@@ -91,7 +91,7 @@ class PrecomputedBodies:
         if head is None:
             return None
         length = int(self.length[trigger])
-        if k > length and length >= self.k:  # more asked than stored, and more exist
+        if k > length >= self.k:  # more asked than stored, and more exist
             return None
         used = min(k, length)
         entries = self.blobs[trigger][:self.ends[trigger][used]] if used else b""

@@ -14,12 +14,22 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from relrec.data.media import images_folder, resolve_folder
-from relrec.serve.bundle import BundleError, discard, last_good, record_last_good, stage_bundle
+from relrec.serve.bundle import (
+    BundleError,
+    discard,
+    last_good,
+    record_last_good,
+    stage_bundle,
+)
 from relrec.serve.engine import ServedModel, ServeError, default_text_encoder
 from relrec.serve.limits import RouteLabels
 from relrec.serve.settings import Settings
-from relrec.serve.state_dir import clean_orphaned_staging, load_admin_state, lock_state_dir, \
-    save_admin_state
+from relrec.serve.state_dir import (
+    clean_orphaned_staging,
+    load_admin_state,
+    lock_state_dir,
+    save_admin_state,
+)
 
 log = logging.getLogger("relrec.serve")
 

@@ -2,7 +2,8 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path as PathParam, Query
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 
 from relrec.serve.render import dumps
 from relrec.serve.routes.common import ERRORS, JSONBytes

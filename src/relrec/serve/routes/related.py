@@ -3,15 +3,28 @@
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, Path as PathParam, Query
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from relrec.serve.engine import ServedModel, ServeError
 from relrec.serve.images import check_image
 from relrec.serve.render import dumps, list_body
-from relrec.serve.routes.common import ERRORS, JSONBytes, check_diversify, check_k, split_ids
-from relrec.serve.schemas import BatchRequest, BatchResponse, ContentRequest, RelatedList, \
-    RunName, UpNextRequest
+from relrec.serve.routes.common import (
+    ERRORS,
+    JSONBytes,
+    check_diversify,
+    check_k,
+    split_ids,
+)
+from relrec.serve.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ContentRequest,
+    RelatedList,
+    RunName,
+    UpNextRequest,
+)
 from relrec.serve.state import ServiceState
 
 
