@@ -6,6 +6,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match, Route
 
 from relrec.serve.engine import ServedModel, ServeError
 from relrec.serve.images import check_image
@@ -91,6 +92,25 @@ def router(state: ServiceState) -> APIRouter:
             return await run_in_threadpool(related_index, *arguments)
         return related_index(*arguments)
 
+    # the common request, ``?k=N`` or nothing, answered without FastAPI's parameter machinery
+    # (CommonRelated matches only those); anything else (other parameters, a bad k, a long
+    # id) goes on to the route above, which validates it and is the one in OpenAPI
+    async def related_common(request):
+        item_id = request.path_params["item_id"]
+        k = int(request.scope["query_string"][2:] or 10)
+        model = state.model("main")
+        if s.use_precomputed and not len(state.static_banned(model)):
+            trigger = model.run.index_of_id.get(item_id)
+            if trigger is not None:
+                body = model.precomputed_body(trigger, k)
+                if body is not None:
+                    return JSONBytes(body)
+        return related_index(model, item_id, k, [], None, False, False)
+
+    api.routes.insert(len(api.routes) - 1, CommonRelated(
+        "/v1/items/{item_id}/related", related_common, methods=["GET"],
+        include_in_schema=False, max_k=s.max_k))
+
     @api.post("/v1/related", response_model=BatchResponse, responses=ERRORS,
               response_class=JSONBytes)
     def related_batch(request: BatchRequest):
@@ -148,3 +168,26 @@ def router(state: ServiceState) -> APIRouter:
 
     return api
 
+
+
+class CommonRelated(Route):
+    """Matches ``GET /v1/items/{id}/related`` with no query or only ``k=N`` (1 <= N <= max_k,
+    an id of at most 256 characters); every other request falls through to the next route."""
+
+    def __init__(self, *args, max_k: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_k = max_k
+
+    def matches(self, scope):
+        match, child = super().matches(scope)
+        if match is not Match.FULL:
+            return Match.NONE, {}
+        query = scope.get("query_string", b"")
+        if query:
+            digits = query[2:]
+            if query[:2] != b"k=" or not digits.isdigit() or len(digits) > 6 \
+                    or not 1 <= int(digits) <= self.max_k:
+                return Match.NONE, {}
+        if not 1 <= len(child["path_params"]["item_id"]) <= 256:
+            return Match.NONE, {}
+        return match, child
