@@ -530,6 +530,12 @@ class ServedModel:
             notes.append("content blend not applied: items added at run time are ranked by "
                          "the model score")
         catalogue = triggers < self.n_items
+        if not len(banned) and not len(self.extras) and catalogue.all() and not \
+                model_scores_only:  # the common case: the model's own lists, nothing to mask
+            scores, indices = related._search(triggers, k, alpha=alpha, diversify=diversify)
+            if diversify:
+                notes.append(f"diversified: page 1 of size {k}, window 20")
+            return Ranked(np.asarray(indices), np.asarray(scores, np.float32), "index", notes)
         scores = np.full((len(triggers), fetch), -np.inf, np.float32)
         indices = np.full((len(triggers), fetch), -1, np.int64)
         if catalogue.any():
@@ -549,8 +555,9 @@ class ServedModel:
             queries = self._trigger_embeddings(triggers[~catalogue])
             found_s, found_i = related.indexes[self.main_head].search(queries, fetch)
             scores[~catalogue], indices[~catalogue] = found_s, found_i
-        scores, indices = self._merge_extras(self._trigger_embeddings(triggers), scores, indices,
-                                             own=triggers)
+        if len(self.extras):
+            scores, indices = self._merge_extras(self._trigger_embeddings(triggers), scores,
+                                                 indices, own=triggers)
         scores, indices = drop_filtered(scores, indices, banned, k)
         return Ranked(indices, scores, "index", notes)
 
