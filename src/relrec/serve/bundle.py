@@ -39,15 +39,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from relrec.errors import RelrecError
+from relrec.related import MODEL_FILES, OPTIONAL_MODEL_FILES
 from relrec.manifest import atomic_write_json, file_sha256
 
 log = logging.getLogger("relrec.serve")
 
 BUNDLE_MANIFEST = "model/bundle.json"
-REQUIRED_FILES = ("manifest.json", "model/tower_config.json", "model/weights.safetensors",
-                  "data/items.parquet", "pairs/item_stats.parquet")
-OPTIONAL_FILES = ("pairs/train_pairs.parquet", "content/text.npy", "content/text_ok.npy",
-                  "content/visual.npy", "content/visual_ok.npy")
+# the files a trained model is made of: one list, shared with RelatedItems.save
+REQUIRED_FILES = MODEL_FILES
+OPTIONAL_FILES = OPTIONAL_MODEL_FILES
 PRECOMPUTED_DEFAULT = "export/related.parquet"
 PRECOMPUTED_STAGED = "export/related.parquet"
 # manifest.json changes on every evaluate/export; it is staged but not part of the hash
@@ -116,18 +116,6 @@ def bundle_files(run_dir: Path, precomputed: Path | None) -> dict[str, Path]:
             raise BundleError(f"{precomputed}: precomputed related lists not found")
         files[PRECOMPUTED_STAGED] = precomputed
     return files
-
-
-def seal_bundle(run_dir: str | Path, precomputed: str | Path | None = None) -> dict:
-    """Write ``model/bundle.json`` for the run's current files; returns it."""
-    run_dir = Path(run_dir)
-    files = bundle_files(run_dir, Path(precomputed) if precomputed else None)
-    hashes = {name: file_sha256(path) for name, path in files.items() if name not in UNHASHED}
-    payload = {"version": bundle_version(hashes), "train_fingerprint": _train_fingerprint(run_dir),
-               "sealed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "files": hashes}
-    atomic_write_json(run_dir / BUNDLE_MANIFEST, payload)
-    return payload
 
 
 def _copy(source: Path, target: Path) -> None:

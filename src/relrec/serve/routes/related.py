@@ -80,17 +80,22 @@ def router(state: ServiceState) -> APIRouter:
         too; diversify (the re-ranker) runs in the thread pool."""
         model = state.model(run)
         check_diversify(model, diversify)
-        if not exclude and alpha is None and not diversify and mode == "auto" \
-                and s.use_precomputed and not len(state.static_banned(model)):
-            trigger = model.run.index_of_id.get(item_id)
-            if trigger is not None:
-                body = model.precomputed_body(trigger, k)
-                if body is not None:
-                    return JSONBytes(body)
+        if not exclude and alpha is None and not diversify and mode == "auto":
+            answer = precomputed_answer(model, item_id, k)
+            if answer is not None:
+                return answer
         arguments = (model, item_id, k, exclude, alpha, diversify, mode == "exact")
         if diversify:
             return await run_in_threadpool(related_index, *arguments)
         return related_index(*arguments)
+
+    def precomputed_answer(model, item_id: str, k: int):
+        """The stored list body of an unfiltered default-option request, or None."""
+        if not s.use_precomputed or len(state.static_banned(model)):
+            return None
+        trigger = model.run.index_of_id.get(item_id)
+        body = None if trigger is None else model.precomputed_body(trigger, k)
+        return None if body is None else JSONBytes(body)
 
     # the common request, ``?k=N`` or nothing, answered without FastAPI's parameter machinery
     # (CommonRelated matches only those); anything else (other parameters, a bad k, a long
@@ -99,12 +104,9 @@ def router(state: ServiceState) -> APIRouter:
         item_id = request.path_params["item_id"]
         k = int(request.scope["query_string"][2:] or 10)
         model = state.model("main")
-        if s.use_precomputed and not len(state.static_banned(model)):
-            trigger = model.run.index_of_id.get(item_id)
-            if trigger is not None:
-                body = model.precomputed_body(trigger, k)
-                if body is not None:
-                    return JSONBytes(body)
+        answer = precomputed_answer(model, item_id, k)
+        if answer is not None:
+            return answer
         return related_index(model, item_id, k, [], None, False, False)
 
     api.routes.insert(len(api.routes) - 1, CommonRelated(
