@@ -115,6 +115,27 @@ class RankConfig(_Section):
     candidate_pool: int = Field(200, ge=1, description="model candidates re-scored by the blend")
 
 
+class RerankConfig(_Section):
+    """The CAViaR contextual re-ranker (``relrec train-reranker``, :mod:`relrec.train.reranker`):
+    trained on validation-period slates of the main model's lists."""
+    slate_size: int = Field(20, ge=2, description="slate = the trigger's top-N related list")
+    context_size: int = Field(5, ge=1, description="recent session items (before the "
+                              "trigger) the contextual model reads")
+    dim: int = Field(32, ge=1, description="dimensions of the item space the features use "
+                     "(content vectors PCA-reduced to at most this)")
+    n_topics: int | None = Field(None, ge=1, description="derived topics (k-means clusters of "
+                                 "content); None picks a number from the catalogue size")
+    epochs: int = Field(6, ge=1, description="at most this many epochs; the epoch with the "
+                        "best held-out normalized entropy is kept")
+    batch_size: int = Field(512, ge=1, description="slots per gradient step")
+    learning_rate: float = Field(0.005, gt=0.0, description="Adam step size (CAViaR §4)")
+    max_triggers: int = Field(40000, ge=1, description="validation-session triggers sampled "
+                              "for slates")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="MTMH: α of the main "
+                                "ranking the slates are cut from (None: the model's default)")
+    seed: int = 0
+
+
 class EvaluateConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [10, 50, 100])
     n_bootstrap: int = Field(1000, ge=10)
@@ -129,6 +150,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     rank: RankConfig = Field(default_factory=RankConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunConfig":
