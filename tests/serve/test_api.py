@@ -232,3 +232,20 @@ def test_a_tuned_content_blend_is_what_the_service_serves(run_copy, tmp_path, ma
     client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "state")))
     body = client.get("/v1/items/1/related", params={"k": 10}).json()
     assert ids(body) == [i for i in blended[0] if i] and body["mode"] == "index"
+
+
+def test_a_served_run_with_a_reranker_diversifies_like_the_library(run_copy, serve_runs,
+                                                                    tmp_path, make_settings):
+    from relrec.train.reranker import train_reranker
+
+    train_reranker(run_copy, epochs=1, max_triggers=2000)
+    client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "s")))
+    response = client.get("/v1/items/1/related", params={"diversify": "true", "k": 10})
+    assert response.status_code == 200, response.text
+    expected, _ = RelatedItems.load(run_copy).similar_items(["1"], k=10, diversify=True)
+    assert ids(response.json()) == [i for i in expected[0] if i]
+    staged = client.app.state.service.models["main"].staged
+    assert any(name.startswith("rerank/") for name in staged.hashes)
+    # the same data without a re-ranker still refuses diversify
+    plain = TestClient(create_app(make_settings(serve_runs[0], state_dir=tmp_path / "p")))
+    assert plain.get("/v1/items/1/related", params={"diversify": "true"}).status_code == 422

@@ -3,7 +3,9 @@
 A bundle is the run directory's trained model (``model/weights.safetensors`` +
 ``model/tower_config.json``), the catalogue and statistics the index is built from
 (``data/items.parquet``, ``pairs/item_stats.parquet``), the co-engagement pairs used for
-explanations, the content vectors the tower reads, and the exported related lists when present.
+explanations, the content vectors the tower reads, the trained CAViaR re-ranker
+(``rerank/``, every file of :data:`relrec.related.OPTIONAL_MODEL_FOLDERS`) and the exported
+related lists when present.
 
 ``model/bundle.json`` records the SHA-256 of every file and the run's training fingerprint.
 Loading (see :func:`stage_bundle`):
@@ -39,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from relrec.errors import RelrecError
-from relrec.related import MODEL_FILES, OPTIONAL_MODEL_FILES
+from relrec.related import MODEL_FILES, OPTIONAL_MODEL_FILES, OPTIONAL_MODEL_FOLDERS
 from relrec.manifest import atomic_write_json, file_sha256
 
 log = logging.getLogger("relrec.serve")
@@ -48,6 +50,7 @@ BUNDLE_MANIFEST = "model/bundle.json"
 # the files a trained model is made of: one list, shared with RelatedItems.save
 REQUIRED_FILES = MODEL_FILES
 OPTIONAL_FILES = OPTIONAL_MODEL_FILES
+OPTIONAL_FOLDERS = OPTIONAL_MODEL_FOLDERS  # every file under them is staged and hashed
 PRECOMPUTED_DEFAULT = "export/related.parquet"
 PRECOMPUTED_STAGED = "export/related.parquet"
 # manifest.json changes on every evaluate/export; it is staged but not part of the hash
@@ -90,7 +93,11 @@ def _train_fingerprint(run_dir: Path) -> str:
     train = manifest.get("train")
     if not train:
         raise BundleError(f"{run_dir}: no trained model in the manifest; run `relrec train` first")
-    return hashlib.sha256(json.dumps(train, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # a re-ranker trained (again) after sealing is a retrain of that part: the bundle is
+    # sealed anew. Without one the fingerprint is the training section's alone, as before.
+    trained = {"train": train, "rerank": manifest["rerank"]} if manifest.get("rerank") else train
+    return hashlib.sha256(json.dumps(trained, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:16]
 
 
 def bundle_version(hashes: dict[str, str]) -> str:
@@ -111,6 +118,10 @@ def bundle_files(run_dir: Path, precomputed: Path | None) -> dict[str, Path]:
     for name in OPTIONAL_FILES:
         if (run_dir / name).is_file():
             files[name] = run_dir / name
+    for folder in OPTIONAL_FOLDERS:
+        for path in sorted((run_dir / folder).rglob("*")):
+            if path.is_file():
+                files[path.relative_to(run_dir).as_posix()] = path
     if precomputed is not None:
         if not precomputed.is_file():
             raise BundleError(f"{precomputed}: precomputed related lists not found")

@@ -184,7 +184,7 @@ class ServedModel:
         self.precomputed_note: str | None = None
         self.bodies: PrecomputedBodies | None = None
         self._load_precomputed()
-        self.has_reranker = (staged.source / "rerank").is_dir()
+        self.has_reranker = self.related.has_reranker  # the staged copy's rerank/
 
     # -- loading ---------------------------------------------------------------------------
     def _check_finite_embeddings(self) -> None:

@@ -266,7 +266,8 @@ class ServiceState:
             out = []
             for name, source in self.sources.items():
                 for relative in ("model/weights.safetensors", "model/tower_config.json",
-                                 "model/bundle.json", "export/related.parquet"):
+                                 "model/bundle.json", "export/related.parquet",
+                                 "rerank/weights.safetensors"):
                     try:
                         stat = (source / relative).stat()
                         out.append((name, relative, stat.st_mtime_ns, stat.st_size))
