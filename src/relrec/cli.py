@@ -386,13 +386,19 @@ def train_reranker_command(
         run_dir: Path = typer.Argument(...),
         alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0,
                                               help="MTMH main ranking's α"),
-        slate_size: int = typer.Option(20, help="slate = the trigger's top-N related list"),
-        epochs: int = typer.Option(6, min=1), topics: Optional[int] = typer.Option(
-            None, help="derived topics (k-means clusters of content)")):
+        slate_size: Optional[int] = typer.Option(
+            None, help="slate = the trigger's top-N related list"),
+        epochs: Optional[int] = typer.Option(None, min=1),
+        topics: Optional[int] = typer.Option(
+            None, help="derived topics (k-means clusters of content)"),
+        seed: Optional[int] = typer.Option(None),
+        config_path: Optional[Path] = ConfigOption):
     """Train the CAViaR contextual re-ranker (and its point-wise baseline) into RUN_DIR/rerank
-    from validation-period sessions; test sessions are never read."""
-    summary = train_reranker(run_dir, alpha=alpha, slate_size=slate_size, epochs=epochs,
-                             n_topics=topics)
+    from validation-period sessions; test sessions are never read. Settings: the [rerank]
+    section of --config (else the run's), options override single fields."""
+    config = load_config(config_path, run_dir).rerank
+    _set(config, alpha=alpha, slate_size=slate_size, epochs=epochs, n_topics=topics, seed=seed)
+    summary = train_reranker(run_dir, config)
     console.print(f"[green]re-ranker trained[/green]: {summary['slots']} slots from "
                   f"{summary['slates']} validation slates, positive rate "
                   f"{summary['positive_rate']:.3f} ({summary['seconds']:.0f}s)")

@@ -239,6 +239,8 @@ def test_a_served_run_with_a_reranker_diversifies_like_the_library(run_copy, ser
     from relrec.train.reranker import train_reranker
 
     train_reranker(run_copy, epochs=1, max_triggers=2000)
+    recorded = RunData(run_copy).config.rerank  # the settings used, in the manifest's config
+    assert (recorded.epochs, recorded.max_triggers) == (1, 2000)
     client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "s")))
     response = client.get("/v1/items/1/related", params={"diversify": "true", "k": 10})
     assert response.status_code == 200, response.text

@@ -2,7 +2,8 @@
 
 Slates come from **validation-period** sessions (:mod:`relrec.rerank.slates`); 10% of those
 sessions are held out for early stopping on normalized entropy. Test-period sessions are never
-read here. Both models: Adam (lr 0.005, CAViaR §4), batch 128·k, binary cross-entropy.
+read here. Both models: Adam (lr 0.005, CAViaR §4), binary cross-entropy. The settings are
+the run configuration's ``[rerank]`` section (:class:`relrec.config.RerankConfig`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from relrec.config import RerankConfig
 from relrec.content.store import load_content
-from relrec.manifest import update_manifest
+from relrec.manifest import read_manifest, update_manifest
 from relrec.rerank.lists import RankedLists
 from relrec.rerank.features import build_item_space
 from relrec.rerank.model import ContextualReranker, EngagementMLP, reranker_dir
@@ -68,14 +70,22 @@ def _subset(slates: Slates, mask: np.ndarray) -> Slates:
                   slates.row[mask], slates.session[mask], slates.similarity[mask])
 
 
-def train_reranker(run_dir: str | Path, *, model_name: str = "model", slate_size: int = 20,
-                   context_size: int = 5, dim: int = 32, n_topics: int | None = None,
-                   epochs: int = 6, batch_size: int = 512, learning_rate: float = 0.005,
-                   max_triggers: int = 40000, alpha: float | None = None, seed: int = 0,
-                   out_dir: str | Path | None = None) -> dict:
-    """Train both models on validation-period slates; save to ``RUN_DIR/rerank``."""
+def train_reranker(run_dir: str | Path, config: RerankConfig | None = None, *,
+                   model_name: str = "model", out_dir: str | Path | None = None,
+                   **overrides) -> dict:
+    """Train both models on validation-period slates; save to ``RUN_DIR/rerank``.
+
+    ``config``: the ``[rerank]`` settings (default: the run's configuration, else the
+    defaults); ``overrides`` replace single fields of it (``epochs=1``); an unknown name is
+    refused. The settings used are recorded in the manifest (``config.rerank``) and in the
+    ``rerank`` summary.
+    """
     started = time.perf_counter()
+    base = config if config is not None else RunData(run_dir).config.rerank
+    settings = RerankConfig.model_validate({**base.model_dump(), **overrides})
     run = RunData(run_dir)
+    slate_size, context_size, seed = settings.slate_size, settings.context_size, settings.seed
+    alpha = settings.alpha
     # the re-ranker learns on the model's own scores (what caviar_eval scores it with)
     system = RankedLists.load(run_dir, model_name=model_name, content_blend=0.0)
     loaded = load_content(run, "text")
@@ -86,11 +96,12 @@ def train_reranker(run_dir: str | Path, *, model_name: str = "model", slate_size
         content = system.embeddings[system.head]
         ok = np.ones(len(content), dtype=bool)
         source = f"main model head {system.head} (no text content)"
-    space = build_item_space(content, ok, run.candidate_frequency, dim=dim, n_topics=n_topics,
-                             seed=seed)
+    space = build_item_space(content, ok, run.candidate_frequency, dim=settings.dim,
+                             n_topics=settings.n_topics, seed=seed)
     reranker = ContextualReranker(space, context_size)
 
-    triggers = slate_triggers(period_sessions(run, "valid"), context_size, max_triggers, seed)
+    triggers = slate_triggers(period_sessions(run, "valid"), context_size,
+                              settings.max_triggers, seed)
     if len(triggers.triggers) == 0:
         raise ValueError("no validation-period session has two timestamp groups: no slates")
     slates = build_slates(reranker, system, triggers, slate_size, alpha=alpha)
@@ -99,13 +110,15 @@ def train_reranker(run_dir: str | Path, *, model_name: str = "model", slate_size
                                               replace=False)
     holdout_mask = np.isin(slates.session, held)
     train, holdout = _subset(slates, ~holdout_mask), _subset(slates, holdout_mask)
-    common = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    common = dict(epochs=settings.epochs, batch_size=settings.batch_size,
+                  learning_rate=settings.learning_rate, seed=seed)
     history_contextual = _fit(reranker.contextual, train.contextual, train.labels,
                               holdout.contextual, holdout.labels, **common)
     history_pointwise = _fit(reranker.pointwise, train.pointwise, train.labels,
                              holdout.pointwise, holdout.labels, **common)
     summary = {
-        "model_name": model_name, "alpha": alpha, "slate_size": slate_size,
+        "model_name": model_name, "config": settings.model_dump(mode="json"), "alpha": alpha,
+        "slate_size": slate_size,
         "context_size": context_size, "dim": space.dim,
         "derived_topics": int(space.topics.max() + 1), "item_vectors": source,
         "training_period": "valid (test-period sessions never read)",
@@ -117,5 +130,8 @@ def train_reranker(run_dir: str | Path, *, model_name: str = "model", slate_size
     reranker.meta = summary
     reranker.save(out_dir or reranker_dir(run_dir))
     if out_dir is None:
+        recorded = dict(read_manifest(run.run_dir)["config"])
+        recorded["rerank"] = settings.model_dump(mode="json")
+        update_manifest(run.run_dir, "config", recorded)
         update_manifest(run.run_dir, "rerank", summary)
     return summary
