@@ -42,8 +42,7 @@ from relrec.model.losses import sampled_softmax_loss
 from relrec.model.tower import ItemTower
 from relrec.content.store import fused_content
 from relrec.train.setup import prepare_training, reporting_interrupts
-from relrec.train.trainer import Trainer
-from relrec.index.faiss_index import ItemIndex
+from relrec.train.trainer import Trainer, embedding_recall
 from relrec.vectors import l2_normalize
 
 ENGAGEMENT, RELEVANCE = "engagement", "relevance"
@@ -152,17 +151,6 @@ def head_embeddings(tower: ItemTower, known: np.ndarray, unit_heads) -> dict[str
     return out
 
 
-def _recall(embeddings: np.ndarray, eligible: np.ndarray, triggers: np.ndarray,
-            targets: np.ndarray, k: int) -> float:
-    if len(triggers) == 0:
-        return float("nan")
-    index = ItemIndex(embeddings.shape[1])
-    index.add(embeddings[eligible], np.flatnonzero(eligible))
-    unique, rows = np.unique(triggers, return_inverse=True)
-    _, ranked = index.search(embeddings[unique], k, exclude=unique)
-    return float((ranked[rows] == targets[:, None]).any(axis=1).mean())
-
-
 def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
                         max_seconds: float | None = None, model_name: str = "model",
                         variant: str = "mtmh") -> dict:
@@ -192,9 +180,10 @@ def train_multihead_run(run_dir: str | Path, config: RunConfig, *, progress: boo
         summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
                               **setup.fit_arguments(variant=variant, teacher=notes.get("teacher")))
     embeddings = head_embeddings(tower, known, unit_heads)
+    k = train_config.early_stopping_k
     summary["valid_recall_by_head"] = {
-        head: _recall(vectors, eligible, valid_triggers, valid_targets,
-                      train_config.early_stopping_k) for head, vectors in embeddings.items()}
+        head: embedding_recall(vectors, eligible, valid_triggers, valid_targets, k)
+        for head, vectors in embeddings.items()}
     atomic_write_json(model_dir / HEADS_FILE, {
         "variant": variant, "heads": list(heads), "normalized_heads": sorted(unit_heads),
         "distilled_heads": sorted(kl_heads), "default_alpha": 0.5,

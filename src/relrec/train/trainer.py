@@ -63,13 +63,22 @@ def validation_recall(tower: ItemTower, eligible: np.ndarray, known: np.ndarray,
     """Share of validation pairs whose target is in the trigger's top-k (exact search)."""
     if len(valid_triggers) == 0:
         return float("nan")
-    embeddings = tower.item_embeddings(known, head=head)
+    return embedding_recall(tower.item_embeddings(known, head=head), eligible, valid_triggers,
+                            valid_targets, k)
+
+
+def embedding_recall(embeddings: np.ndarray, eligible: np.ndarray, triggers: np.ndarray,
+                     targets: np.ndarray, k: int) -> float:
+    """:func:`validation_recall` on given item embeddings (one row per item): the share of
+    (trigger, target) pairs whose target is among the trigger's k nearest eligible items
+    (exact inner product, the trigger itself excluded); NaN without pairs."""
+    if len(triggers) == 0:
+        return float("nan")
     index = ItemIndex(embeddings.shape[1])
     index.add(embeddings[eligible], np.flatnonzero(eligible))
-    unique_triggers, rows = np.unique(valid_triggers, return_inverse=True)
+    unique_triggers, rows = np.unique(triggers, return_inverse=True)
     _, ranked = index.search(embeddings[unique_triggers], k, exclude=unique_triggers)
-    hits = (ranked[rows] == valid_targets[:, None]).any(axis=1)
-    return float(hits.mean())
+    return float((ranked[rows] == targets[:, None]).any(axis=1).mean())
 
 
 def resolve_device(name: str) -> torch.device:
