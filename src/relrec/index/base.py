@@ -18,21 +18,31 @@ import numpy as np
 import pandas as pd
 
 
-def drop_filtered(scores: np.ndarray, indices: np.ndarray, banned: np.ndarray,
-                  k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``k`` columns of each row that are not in ``banned`` (order kept), padded
-    with index -1 / score -inf."""
-    keep = (indices >= 0) & ~np.isin(indices, banned)
-    order = np.argsort(~keep, axis=1, kind="stable")
-    indices = np.take_along_axis(indices, order, axis=1)[:, :k]
-    scores = np.take_along_axis(scores, order, axis=1)[:, :k]
-    kept = np.take_along_axis(keep, order, axis=1)[:, :k]
-    indices, scores = np.where(kept, indices, -1), np.where(kept, scores, -np.inf)
+def keep_first(scores: np.ndarray, indices: np.ndarray, keep: np.ndarray | None,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` columns of each row where ``keep`` holds (order kept; ``None``: every
+    column), the rest and short rows padded with index -1 / score -inf. Scores come back as
+    float32, indices in their own dtype."""
+    if keep is not None:
+        order = np.argsort(~keep, axis=1, kind="stable")
+        indices = np.take_along_axis(indices, order, axis=1)[:, :k]
+        scores = np.take_along_axis(scores, order, axis=1)[:, :k]
+        kept = np.take_along_axis(keep, order, axis=1)[:, :k]
+        indices, scores = np.where(kept, indices, -1), np.where(kept, scores, -np.inf)
+    else:
+        indices, scores = indices[:, :k], scores[:, :k]
     if indices.shape[1] < k:
         pad = ((0, 0), (0, k - indices.shape[1]))
         indices = np.pad(indices, pad, constant_values=-1)
         scores = np.pad(scores, pad, constant_values=-np.inf)
     return scores.astype(np.float32), indices
+
+
+def drop_filtered(scores: np.ndarray, indices: np.ndarray, banned: np.ndarray,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` columns of each row that are not in ``banned`` (order kept), padded
+    with index -1 / score -inf."""
+    return keep_first(scores, indices, (indices >= 0) & ~np.isin(indices, banned), k)
 
 
 class SimilarItemsModel:

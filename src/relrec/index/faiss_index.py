@@ -15,6 +15,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from relrec.index.base import keep_first
 from relrec.manifest import atomic_path
 
 
@@ -94,21 +95,10 @@ class ItemIndex:
         scores, rows = self._index.search(queries, fetch) if fetch > 0 else (
             np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64))
         items = np.where(rows >= 0, self.item_indices[np.maximum(rows, 0)], -1)
-        if exclude is not None:
-            keep = items != np.asarray(exclude, dtype=np.int64)[:, None]
-            # keep the first k non-excluded columns of each row, in order
-            order = np.argsort(~keep, axis=1, kind="stable")
-            items = np.take_along_axis(items, order, axis=1)
-            scores = np.take_along_axis(scores, order, axis=1)
-            kept = np.take_along_axis(keep, order, axis=1)
-            items = np.where(kept, items, -1)
-            scores = np.where(kept, scores, -np.inf)
-        items, scores = items[:, :k], scores[:, :k]
-        if items.shape[1] < k:
-            pad = k - items.shape[1]
-            items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        return scores.astype(np.float32), items.astype(np.int64)
+        # the first k non-excluded columns of each row, in order
+        keep = None if exclude is None else items != np.asarray(exclude, dtype=np.int64)[:, None]
+        scores, items = keep_first(scores, items, keep, k)
+        return scores, items.astype(np.int64)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
