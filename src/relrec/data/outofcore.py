@@ -40,7 +40,7 @@ from relrec.config import PrepareConfig
 from relrec.data.pairs import (item_frequency_sql, item_stats_sql, next_item_pairs_sql,
                                training_pairs_sql)
 from relrec.data.sessions import sessionize_sql
-from relrec.data.split import TEST, VALID, TimeSplit, higher_quantile_sql
+from relrec.data.split import TEST, VALID, TimeSplit, events_sql, higher_quantile_sql
 from relrec.errors import InputError
 
 
@@ -171,8 +171,6 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
     use_given_sessions = "session_id" in columns and bool(connection.execute(
         f"SELECT COUNT(*) FROM {source} WHERE session_id IS NOT NULL AND session_id <> ''"
     ).fetchone()[0])
-    session_column = ("COALESCE(CAST(r.session_id AS VARCHAR), '')" if use_given_sessions
-                      else "''")
 
     # dense item indices in item-id order (what ingest's finalize does for an items table)
     connection.execute(f"""
@@ -185,16 +183,9 @@ def extract_pairs_out_of_core(interactions: str | Path, out_dir: str | Path,
     lap("item_map")
 
     split = time_split_sql(connection, source, config.valid_fraction, config.test_fraction)
-    test_start = split.test_start if split.test_start is not None else "NULL"
     lap("time_split")
-    connection.execute(f"""
-        CREATE OR REPLACE TEMP VIEW events AS
-        SELECT CAST(r.user_id AS VARCHAR) AS user_id, m.item_index,
-               CAST(r.timestamp AS BIGINT) AS timestamp, {session_column} AS session_id,
-               CAST(CASE WHEN r.timestamp < {split.valid_start} THEN 0
-                         WHEN {test_start} IS NOT NULL AND r.timestamp >= {test_start} THEN 2
-                         ELSE 1 END AS INTEGER) AS period
-        FROM {source} r JOIN item_map m ON CAST(r.item_id AS VARCHAR) = m.item_id""")
+    connection.execute("CREATE OR REPLACE TEMP VIEW events AS "
+                       + events_sql(source, "item_map", split, use_given_sessions))
     period_counts = dict(connection.execute(
         "SELECT period, COUNT(*) FROM events GROUP BY period").fetchall())
     counts_list = [int(period_counts.get(p, 0)) for p in range(3)]

@@ -29,7 +29,7 @@ from relrec.config import PrepareConfig
 from relrec.data.pairs import (item_frequency_sql, item_stats_sql, next_item_pairs_sql,
                                training_pairs_sql)
 from relrec.data.sessions import sessionize_sql
-from relrec.data.split import TEST, VALID, higher_quantile_sql
+from relrec.data.split import TEST, VALID, events_sql, higher_quantile_sql
 from relrec.data.outofcore import _higher_quantile_index
 from relrec.data.outofcore import finished_evaluation_pairs_sql
 from relrec.data.split import TimeSplit
@@ -102,16 +102,10 @@ def events_from_interactions(spark, interactions_df, config: PrepareConfig):
                                    1.0 - config.valid_fraction - config.test_fraction)
     test_start = (_quantile_higher(spark, "relrec_raw", n, 1.0 - config.test_fraction)
                   if config.test_fraction > 0 else None)
-    session = ("COALESCE(CAST(r.session_id AS STRING), '')"
-               if "session_id" in interactions_df.columns else "''")
-    test_case = f"WHEN r.timestamp >= {test_start} THEN 2" if test_start is not None else ""
-    events = spark.sql(f"""
-        SELECT CAST(r.user_id AS STRING) AS user_id, m.item_index,
-               CAST(r.timestamp AS BIGINT) AS timestamp, {session} AS session_id,
-               CAST(CASE WHEN r.timestamp < {valid_start} THEN 0 {test_case} ELSE 1 END AS INT)
-                   AS period
-        FROM relrec_raw r JOIN relrec_item_map m ON CAST(r.item_id AS STRING) = m.item_id""")
-    return events, item_map, TimeSplit(valid_start, test_start)
+    split = TimeSplit(valid_start, test_start)
+    events = spark.sql(events_sql("relrec_raw", "relrec_item_map", split,
+                                  "session_id" in interactions_df.columns))
+    return events, item_map, split
 
 
 def write_pair_tables(spark, interactions: str, out_dir: str,

@@ -58,3 +58,19 @@ def higher_quantile_sql(events: str, position: int) -> str:
                                            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS c
             FROM histogram)
         SELECT MIN(timestamp) FROM cumulative WHERE c > {int(position)}"""
+
+
+def events_sql(raw: str, item_map: str, split: TimeSplit, given_sessions: bool) -> str:
+    """Portable SQL (DuckDB and Spark) for the ``events`` table the pair SQL reads:
+    ``user_id, item_index, timestamp, session_id, period`` from a raw log ``raw`` (``user_id,
+    item_id, timestamp[, session_id]``) and ``item_map`` (``item_id, item_index``); periods as
+    :func:`assign_period`. ``given_sessions``: keep the log's ``session_id`` (else '')."""
+    session = "COALESCE(CAST(r.session_id AS STRING), '')" if given_sessions else "''"
+    test_case = (f"WHEN r.timestamp >= {int(split.test_start)} THEN {TEST} "
+                 if split.test_start is not None else "")
+    return f"""
+        SELECT CAST(r.user_id AS STRING) AS user_id, m.item_index,
+               CAST(r.timestamp AS BIGINT) AS timestamp, {session} AS session_id,
+               CAST(CASE WHEN r.timestamp < {int(split.valid_start)} THEN {TRAIN} {test_case}
+                         ELSE {VALID} END AS INT) AS period
+        FROM {raw} r JOIN {item_map} m ON CAST(r.item_id AS STRING) = m.item_id"""
