@@ -5,6 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from relrec.config import RunConfig
+from relrec.content.stage import write_content
+from relrec.data.prepare import prepare_run
+from relrec.data.synthetic import generate
+from relrec.run import RunData
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RELREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
@@ -84,3 +90,29 @@ def _test_read_ledger(tmp_path_factory):
         os.environ.pop("RELREC_TEST_LEDGER", None)
     else:
         os.environ["RELREC_TEST_LEDGER"] = previous
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory):
+    """``synthetic_run(config=None, *, text=False, **generate_options) -> (run_dir, dataset)``:
+    a synthetic data set (:func:`relrec.data.synthetic.generate` with ``generate_options``)
+    prepared into a run directory with ``config`` (default ``RunConfig()``); ``text`` writes
+    the data set's content vectors as the run's text content. Built once per session for each
+    distinct set of arguments: a test that writes into the run directory beyond training its
+    own model works on a copy."""
+    built = {}
+
+    def build(config=None, *, text: bool = False, **generate_options):
+        config = config or RunConfig()
+        key = (config.model_dump_json(), text, tuple(sorted(generate_options.items())))
+        if key not in built:
+            dataset = generate(**generate_options)
+            run_dir = tmp_path_factory.mktemp("synthetic") / "run"
+            prepare_run(run_dir, config, interactions=dataset.interactions, items=dataset.items)
+            if text:
+                write_content(RunData(run_dir), "text", dataset.content_vectors,
+                              source="synthetic")
+            built[key] = (run_dir, dataset)
+        return built[key]
+
+    return build

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from relrec.config import RunConfig
-from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
 from relrec.evaluate.peers import EASE, CoVisitation, ImplicitALS, Item2Vec, Popularity
 from relrec.related import RelatedItems
 from relrec.run import RunData
@@ -17,11 +15,10 @@ K = 8
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    dataset = generate(n_items=120, n_topics=5, n_users=300, sessions_per_user=4,
-                       session_length=8, autoplay_rate=0.2, popularity_exponent=0.6, seed=3)
-    run_dir = tmp_path_factory.mktemp("contract") / "run"
-    prepare_run(run_dir, RunConfig(), interactions=dataset.interactions, items=dataset.items)
+def trained_run(synthetic_run):
+    run_dir, _ = synthetic_run(n_items=120, n_topics=5, n_users=300, sessions_per_user=4,
+                               session_length=8, autoplay_rate=0.2, popularity_exponent=0.6,
+                               seed=3)
     config = RunConfig()
     config.train.max_epochs = 2
     config.train.embedding_dim = config.train.id_dim = 16

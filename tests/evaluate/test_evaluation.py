@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-from relrec.config import EvaluateConfig, RunConfig
-from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
+from relrec.config import EvaluateConfig
 from relrec.evaluate.bootstrap import bootstrap_interval
 from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
@@ -15,11 +13,10 @@ from relrec.run import RunData
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    dataset = generate(n_items=300, n_topics=8, n_users=400, sessions_per_user=3,
-                       session_length=6, autoplay_rate=0.2, popularity_exponent=0.8, seed=4)
-    run_dir = tmp_path_factory.mktemp("evaluation") / "run"
-    prepare_run(run_dir, RunConfig(), interactions=dataset.interactions, items=dataset.items)
+def prepared(synthetic_run):
+    run_dir, _ = synthetic_run(n_items=300, n_topics=8, n_users=400, sessions_per_user=3,
+                               session_length=6, autoplay_rate=0.2, popularity_exponent=0.8,
+                               seed=4)
     return RunData(run_dir)
 
 

@@ -10,7 +10,6 @@ import scipy.sparse as sp
 
 from relrec.config import EvaluateConfig, RunConfig
 from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
 from relrec.evaluate import peer_tuning, peers
 from relrec.evaluate.evaluation import evaluate_system
 from relrec.evaluate.peer_tuning import grid_for, tune_peers
@@ -51,11 +50,10 @@ def test_ease_weights_reject_a_non_positive_penalty():
 
 
 @pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    dataset = generate(n_items=150, n_topics=6, n_users=400, sessions_per_user=4,
-                       session_length=8, autoplay_rate=0.2, popularity_exponent=0.6, seed=5)
-    run_dir = tmp_path_factory.mktemp("peers") / "run"
-    prepare_run(run_dir, RunConfig(), interactions=dataset.interactions, items=dataset.items)
+def planted_run(synthetic_run):
+    run_dir, _ = synthetic_run(n_items=150, n_topics=6, n_users=400, sessions_per_user=4,
+                               session_length=8, autoplay_rate=0.2, popularity_exponent=0.6,
+                               seed=5)
     return run_dir
 
 

@@ -6,29 +6,23 @@ diversity and session engagement. Derived topics are k-means clusters of content
 import pytest
 
 from relrec.config import RunConfig
-from relrec.content.stage import write_content
-from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
 from relrec.studies.caviar import CONTEXTUAL, run_caviar_study
-from relrec.run import RunData
 from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config
 
 
 @pytest.fixture(scope="module")
-def caviar(tmp_path_factory):
-    dataset = generate(n_items=300, n_topics=8, n_users=900, sessions_per_user=4,
-                       session_length=10, autoplay_rate=0.1, popularity_exponent=0.5,
-                       satiation=0.5, text_noise=0.3, seed=2)
-    run_dir = tmp_path_factory.mktemp("caviar") / "run"
+def caviar(synthetic_run):
     config = RunConfig()
     config.prepare.valid_fraction = 0.3  # enough validation sessions for the re-ranker
     config.train = resolve_train_config(config.train, "mtmh", {
         "max_epochs": 4, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
         "hidden_dims": [64], "early_stopping_k": 20, "use_text": False, "use_visual": False})
     config.evaluate.n_bootstrap = 200
-    prepare_run(run_dir, config, interactions=dataset.interactions, items=dataset.items)
-    write_content(RunData(run_dir), "text", dataset.content_vectors, source="synthetic")
+    run_dir, dataset = synthetic_run(
+        config, text=True, n_items=300, n_topics=8, n_users=900, sessions_per_user=4,
+        session_length=10, autoplay_rate=0.1, popularity_exponent=0.5, satiation=0.5,
+        text_noise=0.3, seed=2)
     train_run(run_dir, config, progress=False)
     # main ranking: the MTMH quota merge at α = 0.5 (on-topic, as engagement rankers tend to be)
     return run_dir, run_caviar_study(run_dir, config, alpha=0.5, n_topics=8, epochs=3,

@@ -4,29 +4,22 @@ makes the relevance head on-topic, and the α quota curve trades topic match aga
 import pytest
 
 from relrec.config import RunConfig
-from relrec.content.stage import write_content
-from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
 from relrec.studies.mtmh import REFERENCE, run_mtmh_study
-from relrec.run import RunData
 from relrec.train.presets import resolve_train_config
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    dataset = generate(n_items=400, n_topics=10, n_users=900, sessions_per_user=4,
-                       session_length=8, autoplay_rate=0.25, popularity_exponent=0.5, seed=1,
-                       text_noise=0.3)
-    run_dir = tmp_path_factory.mktemp("mtmh") / "run"
+def study(synthetic_run):
     config = RunConfig()
     # ID-only tower: the topics can reach the relevance head only through the teacher
     config.train = resolve_train_config(config.train, "mtmh", {
         "max_epochs": 6, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
         "hidden_dims": [64], "early_stopping_k": 20, "use_text": False, "use_visual": False})
     config.evaluate.n_bootstrap = 200
-    prepare_run(run_dir, config, interactions=dataset.interactions, items=dataset.items)
     # the synthetic teacher: topic centroid + noise vectors; topics are used only for scoring
-    write_content(RunData(run_dir), "text", dataset.content_vectors, source="synthetic")
+    run_dir, dataset = synthetic_run(
+        config, text=True, n_items=400, n_topics=10, n_users=900, sessions_per_user=4,
+        session_length=8, autoplay_rate=0.25, popularity_exponent=0.5, seed=1, text_noise=0.3)
     return run_dir, run_mtmh_study(run_dir, config)
 
 

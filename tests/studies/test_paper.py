@@ -16,9 +16,6 @@ import numpy as np
 import pytest
 
 from relrec.config import EvaluateConfig, RunConfig
-from relrec.content.stage import write_content
-from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
 from relrec.evaluate.bootstrap import paired_bootstrap_difference
 from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
@@ -34,12 +31,10 @@ BASE = {"max_epochs": 8, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
 
 
 @pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    dataset = generate(n_items=300, n_topics=10, n_users=700, sessions_per_user=4,
-                       session_length=8, autoplay_rate=0.3, popularity_exponent=0.5, seed=2)
-    run_dir = tmp_path_factory.mktemp("planted") / "run"
-    prepare_run(run_dir, RunConfig(), interactions=dataset.interactions, items=dataset.items)
-    write_content(RunData(run_dir), "text", dataset.content_vectors, source="synthetic")
+def planted_run(synthetic_run):
+    run_dir, _ = synthetic_run(text=True, n_items=300, n_topics=10, n_users=700,
+                               sessions_per_user=4, session_length=8, autoplay_rate=0.3,
+                               popularity_exponent=0.5, seed=2)
     return run_dir
 
 
@@ -66,12 +61,10 @@ def test_mtl_raises_topic_match_over_cf(trained):
 
 
 @pytest.fixture(scope="module")
-def trending_run(tmp_path_factory):
-    dataset = generate(n_items=1000, n_topics=10, n_users=1500, sessions_per_user=4,
-                       session_length=8, autoplay_rate=0.1, trending_autoplay_rate=0.8,
-                       popularity_exponent=1.0, seed=2)
-    run_dir = tmp_path_factory.mktemp("trending") / "run"
-    prepare_run(run_dir, RunConfig(), interactions=dataset.interactions, items=dataset.items)
+def trending_run(synthetic_run):
+    run_dir, _ = synthetic_run(n_items=1000, n_topics=10, n_users=1500, sessions_per_user=4,
+                               session_length=8, autoplay_rate=0.1, trending_autoplay_rate=0.8,
+                               popularity_exponent=1.0, seed=2)
     return run_dir
 
 

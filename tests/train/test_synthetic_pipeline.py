@@ -3,8 +3,6 @@
 import pytest
 
 from relrec.config import EvaluateConfig, RunConfig
-from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
 from relrec.evaluate.sealed import open_test_period
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.evaluate.peers import CoVisitation, Popularity
@@ -15,22 +13,21 @@ from relrec.train.presets import resolve_train_config
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    dataset = generate(n_items=400, n_topics=10, n_users=900, sessions_per_user=4,
-                       session_length=8, autoplay_rate=0.25, popularity_exponent=0.5, seed=1)
-    run_dir = tmp_path_factory.mktemp("synthetic") / "run"
+def trained_synthetic(synthetic_run):
     config = RunConfig()
     config.train = resolve_train_config(config.train, "cf", {
         "max_epochs": 10, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
         "hidden_dims": [64], "early_stopping_k": 20, "logq_correction": True,
         "normalize_embeddings": False, "temperature": 1.0})
-    prepare_run(run_dir, config, interactions=dataset.interactions, items=dataset.items)
+    run_dir, dataset = synthetic_run(
+        config, n_items=400, n_topics=10, n_users=900, sessions_per_user=4, session_length=8,
+        autoplay_rate=0.25, popularity_exponent=0.5, seed=1)
     train_run(run_dir, config, progress=False)
     return run_dir, dataset
 
 
-def test_trained_model_recovers_planted_coengagement_better_than_popularity(synthetic_run):
-    run_dir, _ = synthetic_run
+def test_trained_model_recovers_planted_coengagement_better_than_popularity(trained_synthetic):
+    run_dir, _ = trained_synthetic
     run = RunData(run_dir)
     config = EvaluateConfig(n_bootstrap=200)
     open_test_period(run, "pytest")
@@ -46,8 +43,8 @@ def test_trained_model_recovers_planted_coengagement_better_than_popularity(synt
             > popularity.summary["all"]["topic_match_rate@10"]["value"] + 0.2)
 
 
-def test_covisitation_peer_is_scored_on_the_same_triggers(synthetic_run):
-    run_dir, _ = synthetic_run
+def test_covisitation_peer_is_scored_on_the_same_triggers(trained_synthetic):
+    run_dir, _ = trained_synthetic
     run = RunData(run_dir)
     config = EvaluateConfig(n_bootstrap=50)
     open_test_period(run, "pytest")
