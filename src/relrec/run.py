@@ -96,13 +96,3 @@ class RunData:
     def has_topics(self) -> bool:
         return self.topic_matrix.nnz > 0
 
-    def indices_for_ids(self, item_ids) -> np.ndarray:
-        """Item indices for ids; raises KeyError naming the first unknown id."""
-        lookup = self.index_of_id
-        out = np.empty(len(item_ids), dtype=np.int64)
-        for position, item_id in enumerate(item_ids):
-            try:
-                out[position] = lookup[str(item_id)]
-            except KeyError:
-                raise KeyError(f"unknown item id {item_id!r}") from None
-        return out

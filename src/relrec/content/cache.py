@@ -197,10 +197,3 @@ class EmbeddingCache:
         ok &= np.isfinite(vectors).all(axis=1)
         vectors[~ok] = 0.0
         return vectors, ok
-
-    def clear(self, model_id: str | None = None) -> None:
-        """Delete one model's cache file, or every one."""
-        paths = [self.path_for(model_id)] if model_id else list(self.directory.glob("*.npz"))
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()

@@ -48,7 +48,6 @@ __all__ = [
 
 INTERACTION_REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
 ITEM_REQUIRED_COLUMNS = ("item_id", "title")
-ITEM_LIST_COLUMNS = ("tags", "topics")
 ITEM_MEDIA_COLUMNS = ("image", "video")
 ANNOTATION_REQUIRED_COLUMNS = ("item_id", "tag", "timestamp")
 #: The columns of a dated-annotations table (what :func:`validate_annotations` and the MovieLens

@@ -35,7 +35,6 @@ from relrec.evaluate.sealed import require_open
 from relrec.manifest import atomic_path, atomic_write_json
 from relrec.run import RunData
 
-SEGMENTS = ("all", "popular_triggers", "unpopular_triggers", "cold")
 # Saved per-unit arrays: 2 = rows are (user, trigger) units with their users (clusters).
 EVALUATION_FORMAT = 2
 _FORMAT_KEY = "format|version|units"

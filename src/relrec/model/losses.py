@@ -13,20 +13,6 @@ import torch
 import torch.nn.functional as F
 
 
-def in_batch_logits(trigger_embeddings: torch.Tensor, candidate_embeddings: torch.Tensor,
-                    temperature: float,
-                    candidate_log_q: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits of paper eq. 1 with in-batch negatives, shape (B_triggers, B_candidates).
-
-    ``candidate_log_q`` (log of each column item's sampling probability) is subtracted from
-    the logits: the logQ correction of Yi et al. 2019.
-    """
-    logits = trigger_embeddings @ candidate_embeddings.T / temperature
-    if candidate_log_q is not None:
-        logits = logits - candidate_log_q.unsqueeze(0)
-    return logits
-
-
 def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings: torch.Tensor,
                          trigger_ids: torch.Tensor, candidate_ids: torch.Tensor,
                          temperature: float, weights: torch.Tensor | None = None,

@@ -31,7 +31,6 @@ from relrec.serve.state import ServiceState
 
 log = logging.getLogger("relrec.serve")
 STATIC = Path(__file__).parent / "static"
-RUN_NAMES = ("main", "compare")
 
 __all__ = ["ServiceState", "Settings", "authorize_admin", "check_admin_token", "create_app"]
 

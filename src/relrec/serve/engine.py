@@ -228,8 +228,6 @@ class ServedModel:
         self.pre_k = 0
         if self.staged.precomputed is None:
             return
-        import json
-
         import pyarrow.parquet as pq
 
         metadata = pq.read_schema(self.staged.precomputed).metadata or {}
@@ -266,11 +264,6 @@ class ServedModel:
     @property
     def two_heads(self) -> bool:
         return len(self.heads) > 1
-
-    @property
-    def model_path(self) -> str:
-        config = self.tower.config
-        return "tower" if (config.text_dim or config.visual_dim) else "id_only"
 
     def info(self) -> dict:
         config = self.tower.config
@@ -447,13 +440,6 @@ class ServedModel:
                                          row_sim[j] if row_has[j] else None, row_co[j]))
             out.append(parts)
         return out
-
-    def reasons(self, triggers: list[int], index: int, trigger_text: np.ndarray | None = None,
-                trigger_topics: list[str] | None = None) -> dict:
-        """One candidate's reasons as a dict (the vectorised :meth:`entries` decoded)."""
-        body = self.entries(np.asarray([triggers or [-1]]), np.asarray([[index]]),
-                            np.zeros((1, 1), np.float32), trigger_text, trigger_topics)[0]
-        return json.loads(body)["reasons"]
 
     def _precomputed_bodies(self, chunk: int = 256) -> PrecomputedBodies:
         """Every exported trigger's list body, built once (see docs/SERVING.md)."""

@@ -13,8 +13,6 @@ import json
 
 import numpy as np
 
-JSON_TYPE = "application/json"
-
 
 def dumps(value) -> bytes:
     """Compact JSON bytes (the stdlib encoder; orjson is not in the lock file)."""
@@ -96,7 +94,3 @@ class PrecomputedBodies:
         used = min(k, length)
         entries = self.blobs[trigger][:self.ends[trigger][used]] if used else b""
         return b'%s,"k":%d,"items":[%s],"notes":[]}' % (head, k, entries)
-
-    @property
-    def n_bytes(self) -> int:
-        return sum(len(blob) for blob in self.blobs) + sum(len(h or b"") for h in self.heads)

@@ -103,7 +103,6 @@ class MultiHeadTrainer(Trainer):
             raise ValueError(f"variant {variant} distils from content: a teacher is needed")
         self.teacher = None if teacher is None else torch.as_tensor(teacher)
         self.teacher_ok = None if teacher_ok is None else torch.as_tensor(teacher_ok)
-        self.last_parts: dict[str, float] = {}
 
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
         config = self.config
@@ -114,7 +113,6 @@ class MultiHeadTrainer(Trainer):
         outputs = tower.all_heads(items)
         log_q = log_q_table[batch_candidates] if log_q_table is not None else None
         total = 0.0
-        parts = {}
         for head in self.heads:
             vectors = outputs[head]
             unit = head in self.unit_heads
@@ -125,7 +123,6 @@ class MultiHeadTrainer(Trainer):
             loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors, batch_triggers,
                                            batch_candidates, temperature, batch_weights, log_q)
             total = total + loss
-            parts[f"{head}_co"] = float(loss.detach())
             if head in self.kl_heads and config.relevance_weight > 0:
                 column_mask = (self.teacher_ok[batch_candidates].unsqueeze(0)
                                & (batch_candidates.unsqueeze(0) != batch_triggers.unsqueeze(1)))
@@ -135,8 +132,6 @@ class MultiHeadTrainer(Trainer):
                     config.relevance_temperature, config.content_temperature,
                     column_mask=column_mask, row_mask=self.teacher_ok[batch_triggers])
                 total = total + config.relevance_weight * kl
-                parts[f"{head}_kl"] = float(kl.detach())
-        self.last_parts = parts
         return total
 
 
