@@ -30,7 +30,8 @@ from relrec.studies.caviar import run_caviar_study
 from relrec.studies.mtmh import run_mtmh_study
 from relrec.studies.paper import run_paper_study
 from relrec.studies.report import markdown_table
-from relrec.studies.run_evaluation import interval_notes, metrics_table, paired_table
+from relrec.studies.run_evaluation import interval_notes, metrics_table, \
+    operating_point_table, paired_table
 from relrec.studies.run_evaluation import run_evaluation
 from relrec.train.blend_tuning import DEFAULT_WEIGHTS, tune_content_blend
 from relrec.train.pipeline import train_preset
@@ -156,7 +157,15 @@ def embed(run_dir: Path = typer.Argument(...),
 @app.command()
 @user_errors
 def train(run_dir: Path = typer.Argument(...),
-          preset: Optional[str] = typer.Option(None, help="cf, mtl, full, balanced, mtmh"),
+          preset: Optional[str] = typer.Option(
+              None, help="auto (default: cf and content candidates, the operating point chosen "
+              "on validation), cf, mtl, full, mtmh; balanced = auto"),
+          prefer: Optional[str] = typer.Option(
+              None, help="auto: relevance (default; most on-topic within the recall "
+              "tolerance) or engagement (highest recall within the topic tolerance)"),
+          tolerance: Optional[float] = typer.Option(
+              None, help="auto: fraction of cf's validation metric a candidate may lose "
+              "(default 0.02)"),
           epochs: Optional[int] = typer.Option(None, help="max epochs"),
           batch_size: Optional[int] = typer.Option(None),
           temperature: Optional[float] = typer.Option(None),
@@ -174,7 +183,8 @@ def train(run_dir: Path = typer.Argument(...),
     overrides = {k: v for k, v in {"max_epochs": epochs, "batch_size": batch_size,
                                    "temperature": temperature, "seed": seed, "w_sem": w_sem,
                                    "logq_correction": logq, "opc": opc,
-                                   "device": device}.items() if v is not None}
+                                   "device": device, "auto_prefer": prefer,
+                                   "auto_tolerance": tolerance}.items() if v is not None}
     try:  # an unknown or absent device fails before any work
         resolve_device(overrides.get("device", config.train.device))
     except RuntimeError as error:  # torch's own message for a string it cannot parse
@@ -229,13 +239,18 @@ def evaluate(run_dir: Path = typer.Argument(...),
     result = run_evaluation(run_dir, config.evaluate, split="test" if test else "valid",
                             include_peers=peers, against=against or [],
                             content_blend=content_blend)
+    record = RunData(run_dir).manifest.get("operating_point")
     if as_json:
+        if record and not test:
+            result["operating_point"] = record
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
 
     console.print(metrics_table(result))
     if result["paired_differences"]:
         console.print(paired_table(result))
+    if record and not test:  # validation rows: what the choice was made on
+        console.print(operating_point_table(record))
     for line in interval_notes(result):
         console.print(line)
 

@@ -49,7 +49,18 @@ class ContentConfig(_Section):
 
 
 class TrainConfig(_Section):
-    preset: Literal["cf", "mtl", "full", "balanced", "mtmh"] = "cf"
+    preset: Literal["auto", "cf", "mtl", "full", "balanced", "mtmh"] = Field(
+        "auto", description="auto: cf and candidates that trust content more, the operating "
+        "point chosen on validation (relrec.train.operating_point); balanced = auto")
+    auto_tolerance: float = Field(
+        0.02, ge=0.0, lt=1.0, description="auto: a candidate may lose this fraction of cf's "
+        "validation recall@10 (prefer=relevance) or topic match@10 (prefer=engagement)")
+    auto_prefer: Literal["relevance", "engagement"] = Field(
+        "relevance", description="auto: relevance = the most on-topic candidate within the "
+        "recall tolerance; engagement = the highest recall within the topic tolerance")
+    auto_budget: float = Field(
+        4.0, ge=1.0, description="auto: the search stops starting candidates after this many "
+        "times the cf training's wall time (measured in the same run)")
     # sizes chosen on the ml-latest-small validation split (RESULTS.md): 128-d beat 64-d
     embedding_dim: int = Field(128, ge=2)
     id_dim: int = Field(128, ge=1)
@@ -83,6 +94,9 @@ class TrainConfig(_Section):
     use_text: bool = False
     use_visual: bool = False
     id_dropout: float = Field(0.0, ge=0.0, le=1.0)
+    modality_gates: bool = Field(
+        True, description="a learned scale per content modality (2·sigmoid(g), 1 at the start): "
+        "the tower can turn down content that carries no signal")
     num_threads: int | None = Field(
         None, description="torch intra-op threads while training (None or 0: torch's current "
         "setting); recorded in the manifest, part of what identical weights depend on")

@@ -76,11 +76,43 @@ def test_full_preset_trains_with_text_visual_mtl_and_opc(content_run):
     assert "recall@10" in metrics["systems"]["model"]["cold"]
 
 
-def test_balanced_preset_tunes_its_content_blend_on_validation(content_run):
-    result = runner.invoke(app, ["train", str(content_run), "--preset", "balanced",
-                                 "--epochs", "1", "--no-progress"])
+def test_auto_preset_chooses_on_validation_and_balanced_is_its_alias(content_run):
+    # the default preset: no --preset given
+    result = runner.invoke(app, ["train", str(content_run), "--epochs", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "chosen on validation" in result.output
+    assert "auto:" in result.output and "one cf training" in result.output
+    manifest = json.loads((content_run / "manifest.json").read_text())
+    record = manifest["operating_point"]
+    scored = [row for row in record["rows"] if "skipped" not in row]
+    assert scored[0]["name"] == "cf" and record["split"] == "valid"
+    assert record["chosen"] in [row["name"] for row in scored]
+    assert manifest["config"]["rank"]["content_blend"] == record["content_blend"]
+    assert record["modalities"] == ["text", "visual"]
+    # every candidate's validation row is printed by `relrec evaluate`
+    result = runner.invoke(app, ["evaluate", str(content_run), "--no-peers", "--bootstrap",
+                                 "20"])
+    assert result.exit_code == 0, result.output
+    assert "operating point" in result.output
+    result = runner.invoke(app, ["evaluate", str(content_run), "--no-peers", "--bootstrap",
+                                 "20", "--json"])
+    assert json.loads(result.output)["operating_point"]["chosen"] == record["chosen"]
+    result = runner.invoke(app, ["train", str(content_run), "--preset", "balanced",
+                                 "--epochs", "1", "--tolerance", "0.5", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "alias of 'auto'" in result.output
+    assert json.loads((content_run / "manifest.json").read_text())[
+        "operating_point"]["tolerance"] == 0.5
+    result = runner.invoke(app, ["train", str(content_run), "--prefer", "speed",
+                                 "--no-progress"])
+    assert result.exit_code == 2 and "auto_prefer" in result.output
+
+
+def test_tune_blend_and_recommend_on_a_content_model(content_run):
+    result = runner.invoke(app, ["train", str(content_run), "--preset", "full", "--epochs", "1",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["tune-blend", str(content_run), "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
     manifest = json.loads((content_run / "manifest.json").read_text())
     chosen = manifest["rank_tuning"]["chosen"]
     assert manifest["config"]["rank"]["content_blend"] == chosen

@@ -12,7 +12,6 @@ import re
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest

@@ -48,6 +48,6 @@ def test_blend_is_tuned_on_validation_and_applied(trained_cf):
     assert RelatedItems.load(trained_cf).rank.content_blend == chosen
 
     # retraining with another preset ranks by the model alone again: no silent carry-over
-    message = set_rank_after_training(trained_cf, RunConfig(), "cf", explicit_rank=False)
+    message = set_rank_after_training(trained_cf, RunConfig(), explicit_rank=False)
     assert "content blend 0" in message
     assert RelatedItems.load(trained_cf).rank.content_blend == 0.0

@@ -37,6 +37,9 @@ class TowerConfig(BaseModel):
     # unit vectors score by cosine; raw vectors let a candidate's norm carry its popularity
     # (a trigger's norm scales its whole row, so it never changes that trigger's ranking)
     normalize: bool = True
+    # a learned scale per content modality, 2·sigmoid(g) (1 at the start, in (0, 2)): with
+    # content that carries no signal the tower can turn that modality down as a whole
+    modality_gates: bool = False
 
 
 class ItemTower(nn.Module):
@@ -68,6 +71,9 @@ class ItemTower(nn.Module):
             width += config.content_projection_dim
         if width == 0:
             raise ValueError("the tower needs at least one of ID, text or visual inputs")
+        if config.modality_gates:
+            self.gates = nn.ParameterDict({modality: nn.Parameter(torch.zeros(()))
+                                           for modality in self.content_modalities})
         layers: list[nn.Module] = []
         for hidden in config.hidden_dims:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
@@ -118,7 +124,19 @@ class ItemTower(nn.Module):
         projection = getattr(self, f"{modality}_projection")
         projected = projection(getattr(self, f"{modality}_vectors")[items])
         ok = getattr(self, f"{modality}_ok")[items].unsqueeze(-1)
-        return torch.where(ok, projected, getattr(self, f"{modality}_missing").expand_as(projected))
+        return self._gated(modality, torch.where(
+            ok, projected, getattr(self, f"{modality}_missing").expand_as(projected)))
+
+    def _gated(self, modality: str, projected: torch.Tensor) -> torch.Tensor:
+        if not self.config.modality_gates:
+            return projected
+        return projected * (2 * torch.sigmoid(self.gates[modality]))
+
+    def modality_scales(self) -> dict[str, float]:
+        """How much of each content modality the tower lets through (1 = as projected)."""
+        if not self.config.modality_gates:
+            return {}
+        return {m: float(2 * torch.sigmoid(g.detach())) for m, g in self.gates.items()}
 
     def id_dropout_mask(self, shape) -> torch.Tensor | None:
         """Which rows train through the cold ID row this step (None: no ID dropout). Drawn by
@@ -162,10 +180,11 @@ class ItemTower(nn.Module):
         for modality in self.content_modalities:
             vectors = content.get(modality)
             if vectors is None:
-                parts.append(getattr(self, f"{modality}_missing")[None, :].expand(n, -1))
+                projected = getattr(self, f"{modality}_missing")[None, :].expand(n, -1)
             else:
-                parts.append(getattr(self, f"{modality}_projection")(
-                    torch.as_tensor(np.asarray(vectors), dtype=torch.float32)))
+                projected = getattr(self, f"{modality}_projection")(
+                    torch.as_tensor(np.asarray(vectors), dtype=torch.float32))
+            parts.append(self._gated(modality, projected))
         shared = self.shared(torch.cat(parts, dim=-1))
         head = head or self.config.heads[0]
         return self._finish(self.heads[head](shared)).float().cpu().numpy()

@@ -123,6 +123,29 @@ def paired_table(result: dict, segment: str = "all") -> Table:
     return table
 
 
+def operating_point_table(record: dict) -> Table:
+    """The ``--preset auto`` search: every candidate's validation row and the choice."""
+    table = Table(title=f"operating point (--preset auto, validation): {record['rule']}; "
+                        f"search {record['search_seconds']:.0f}s = {record['search_vs_cf']:.1f}× "
+                        f"one cf training", title_justify="left")
+    for column in ("candidate", "recall@10", "topic match@10", "popular share@10",
+                   "cold recall@10", "best epoch", ""):
+        table.add_column(column)
+    for row in record["rows"]:
+        if "skipped" in row:
+            table.add_row(row["name"], "-", "-", "-", "-", "-", f"skipped ({row['skipped']})")
+            continue
+        cells = [format_interval(row[metric]) if metric in row else "-"
+                 for metric in ("recall@10", "topic_match_rate@10", "popular_share@10",
+                                "cold_recall@10")]
+        mark = "← chosen" if row["name"] == record["chosen"] else (
+            "" if row["name"] in record["eligible"] else "below the tolerance")
+        if row.get("cut_at_budget"):
+            mark = (mark + "; cut at the budget").lstrip("; ")
+        table.add_row(row["name"], *cells, str(row.get("best_epoch", "-")), mark)
+    return table
+
+
 def interval_notes(result: dict) -> list[str]:
     """Lines to print under the tables: few users, test reads."""
     notes = []

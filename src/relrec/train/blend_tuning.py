@@ -22,9 +22,7 @@ from pathlib import Path
 from relrec.config import RankConfig, RunConfig
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.manifest import read_manifest, update_manifest
-from relrec.content.store import load_content
 from relrec.rerank.lists import RankedLists
-from relrec.run import RunData
 
 DEFAULT_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
 
@@ -66,37 +64,31 @@ def tune_content_blend(run_dir: str | Path, config: RunConfig,
     result = {"split": "valid", "modalities": list(modalities), "rows": rows, "rule": rule,
               "chosen": chosen["content_blend"], "applied": apply}
     if apply:
-        _record_rank(run_dir, rank)
+        record_rank(run_dir, rank)
     update_manifest(run_dir, "rank_tuning", result)
     return result
 
 
-def _record_rank(run_dir: str | Path, rank: RankConfig) -> None:
+def record_rank(run_dir: str | Path, rank: RankConfig) -> None:
     """Write ``rank`` into the run's configuration (the manifest's ``config.rank``)."""
     recorded = dict(read_manifest(run_dir)["config"])
     recorded["rank"] = rank.model_dump(mode="json")
     update_manifest(run_dir, "config", recorded)
 
 
-def set_rank_after_training(run_dir: str | Path, config: RunConfig, preset: str,
-                            explicit_rank: bool) -> str:
+def set_rank_after_training(run_dir: str | Path, config: RunConfig, explicit_rank: bool) -> str:
     """The ranking a fresh model is served with, recorded in the run's configuration.
 
-    An explicit ``[rank]`` section wins; the ``balanced`` preset tunes the content blend on
-    validation (it is part of that operating point, RESULTS.md); every other preset ranks by
-    the model alone — so a blend tuned for an earlier model does not carry over. Called by
-    ``relrec train`` and the torchrun entry point; library callers of ``train_run`` call it
-    themselves. Returns a one-line description.
-    """
+    An explicit ``[rank]`` section wins; otherwise the model ranks alone — so a blend tuned
+    for an earlier model does not carry over (``--preset auto`` scores blend weights among
+    its candidates and records its own choice). Called by ``relrec train`` and the torchrun
+    entry point; library callers of ``train_run`` call it themselves. Returns a one-line
+    description."""
     if explicit_rank:
         rank = config.rank
         description = f"rank: content blend {rank.content_blend:g} (from the config)"
-    elif preset == "balanced" and load_content(RunData(run_dir), "text") is not None:
-        result = tune_content_blend(run_dir, config, apply=True)
-        return (f"rank: content blend {result['chosen']:g}, chosen on validation "
-                f"({result['rule']})")
     else:
         rank = RankConfig()
         description = "rank: model scores alone (content blend 0)"
-    _record_rank(run_dir, rank)
+    record_rank(run_dir, rank)
     return description

@@ -227,7 +227,8 @@ def train_run_distributed(run_dir: str | Path, config: RunConfig, *, progress: b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="relrec train across processes (torchrun)")
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--preset", default=None)
+    parser.add_argument("--preset", default="cf", help="any preset but auto (its search of "
+                        "candidates runs in one process: `relrec train`)")
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="global batch size")
@@ -236,6 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", default="gloo", help="gloo (CPU); see docs/SCALING.md")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.preset in ("auto", "balanced"):
+        parser.error("--preset auto searches candidates in one process (`relrec train RUN`); "
+                     "train its chosen preset across processes with --preset cf|mtl|full|mtmh")
 
     if not dist.is_initialized():
         dist.init_process_group(args.backend)
@@ -248,8 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = train_run_distributed(args.run_dir, config, progress=not args.no_progress)
         if dist.get_rank() == 0:
             print(set_rank_after_training(
-                args.run_dir, config, config.train.preset,
-                explicit_rank=args.config is not None and "rank" in config.model_fields_set))
+                args.run_dir, config, explicit_rank=args.config is not None and "rank" in config.model_fields_set))
             print(f"trained preset {config.train.preset} on {dist.get_world_size()} processes: "
                   f"best epoch {summary['best_epoch']}, validation recall@"
                   f"{summary['early_stopping_k']} {summary['best_valid_recall']:.4f} "

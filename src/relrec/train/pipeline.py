@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from relrec.config import RunConfig
-from relrec.manifest import read_manifest
+from relrec.manifest import read_manifest, update_manifest
 from relrec.train.blend_tuning import set_rank_after_training
 from relrec.train.multihead import train_multihead_run
-from relrec.train.presets import resolve_train_config
+from relrec.train.operating_point import search_operating_point
+from relrec.train.presets import ALIASES, resolve_train_config
 from relrec.train.setup import prepare_training, reporting_interrupts
 from relrec.train.trainer import Trainer, resolve_device
 
@@ -49,8 +50,28 @@ def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None =
                  progress: bool = True, say=lambda line: None) -> dict:
     """Resolve ``preset`` into ``config.train`` (fields set explicitly win), train it, choose
     the ranking; returns the training summary (``rank`` = the ranking's description).
-    ``say`` receives one-line notes for the user."""
+    ``auto`` (the default) searches the operating point on validation
+    (:mod:`relrec.train.operating_point`). ``say`` receives one-line notes for the user."""
     overrides = dict(overrides or {})
+    name = preset or config.train.preset
+    if ALIASES.get(name, name) == "auto":
+        if name != "auto":
+            say(f"preset {name!r} is now an alias of 'auto' (the operating point is chosen "
+                "on validation)")
+        config = config.model_copy(deep=True)
+        config.train = resolve_train_config(config.train, "auto", overrides)
+        resolve_device(config.train.device)
+        train = config.train
+        explicit = {key: value for key, value in overrides.items()}
+        summary = search_operating_point(
+            run_dir, config, train=train_run, tolerance=train.auto_tolerance,
+            prefer=train.auto_prefer, budget_factor=train.auto_budget, progress=progress,
+            overrides=explicit, say=say)
+        record = summary["operating_point"]
+        summary["rank"] = (f"rank: content blend {record['content_blend']:g}, chosen on "
+                           "validation with the candidate")
+        summary["preset"] = f"auto → {record['chosen']}"
+        return summary
     if (preset or config.train.preset) == "full" and "w_sem" not in overrides \
             and "w_sem" not in config.train.model_fields_set:
         w_sem, note = paper_w_sem(run_dir)
@@ -61,7 +82,8 @@ def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None =
     config.train = resolve_train_config(config.train, preset, overrides)
     resolve_device(config.train.device)  # an absent accelerator fails before any work
     summary = train_run(run_dir, config, progress=progress)
-    summary["rank"] = set_rank_after_training(run_dir, config, config.train.preset,
-                                              explicit_rank)
+    if read_manifest(run_dir).get("operating_point"):  # RUN/model is no longer auto's choice
+        update_manifest(run_dir, "operating_point", None)
+    summary["rank"] = set_rank_after_training(run_dir, config, explicit_rank)
     summary["preset"] = config.train.preset
     return summary

@@ -1,13 +1,13 @@
-"""Training presets (SPEC §4). A preset sets defaults; fields the user set explicitly (TOML or
-command line) win over it.
+"""Training presets. A preset sets defaults; fields the user set explicitly (TOML or command
+line) win over it.
 
+* ``auto``     the default: ``cf`` plus candidates that trust content more, one chosen on the
+                validation period by a stated rule (:mod:`relrec.train.operating_point`);
+                ``balanced`` is its old name. Its fields here are the search's start, ``cf``.
 * ``cf``       ID only, ``L_co`` (the baseline two-tower).
-* ``mtl``      + semantic task (eq. 4-5): per-pair weight ``w_co + w_sem·I(sem)``, 1:500.
-* ``full``     the paper's recipe: MTL + text + visual + OPC.
-* ``balanced`` our recommended operating point (see RESULTS.md for how it was chosen):
-                CF + text + visual + logQ; ``relrec train`` then tunes the content blend of
-                the ranking on validation (:mod:`relrec.train.blend_tuning`).
-* ``mtmh``     two heads (engagement, relevance) with content distillation.
+* ``mtl``      + semantic task (paper eq. 4-5): per-pair weight ``w_co + w_sem·I(sem)``, 1:500.
+* ``full``     the paper's recipe: MTL + text + visual + OPC (eq. 6-7).
+* ``mtmh``     two heads (engagement, relevance) with content distillation (MTMH eq. 2).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from relrec.config import TrainConfig
 # co-visitation counts (RESULTS.md). The plain variant stays available as options.
 _ENGAGEMENT_BASE = {"normalize_embeddings": False, "temperature": 1.0, "logq_correction": True}
 
+_CF = {**_ENGAGEMENT_BASE, "use_id": True, "use_text": False, "use_visual": False,
+       "w_co": 1.0, "w_sem": 0.0, "opc": False, "id_dropout": 0.0}
+#: presets that are another's name
+ALIASES = {"balanced": "auto"}
+
 PRESETS: dict[str, dict] = {
-    "cf": {**_ENGAGEMENT_BASE, "use_id": True, "use_text": False, "use_visual": False,
-           "w_co": 1.0, "w_sem": 0.0, "opc": False, "id_dropout": 0.0},
-    "mtl": {**_ENGAGEMENT_BASE, "use_id": True, "use_text": False, "use_visual": False,
-            "w_co": 1.0, "w_sem": 500.0, "opc": False, "id_dropout": 0.0},
+    "auto": _CF,
+    "cf": _CF,
+    "mtl": {**_CF, "w_sem": 500.0},
     "full": {**_ENGAGEMENT_BASE, "use_id": True, "use_text": True, "use_visual": True,
              "w_co": 1.0, "w_sem": 500.0, "opc": True, "id_dropout": 0.1},
-    # chosen on the ml-latest-small validation split by the study's operating-point rule
-    # (RESULTS.md): content fusion without the semantic task or OPC, which both cost relevance
-    "balanced": {**_ENGAGEMENT_BASE, "use_id": True, "use_text": True, "use_visual": True,
-                 "w_co": 1.0, "w_sem": 0.0, "opc": False, "id_dropout": 0.1},
     "mtmh": {**_ENGAGEMENT_BASE, "use_id": True, "use_text": True, "use_visual": True,
              "w_co": 1.0, "w_sem": 0.0, "opc": False, "id_dropout": 0.1},
 }
@@ -39,7 +39,7 @@ PRESETS: dict[str, dict] = {
 def resolve_train_config(config: TrainConfig, preset: str | None = None,
                          overrides: dict | None = None) -> TrainConfig:
     """defaults < preset < fields set explicitly in ``config`` < ``overrides``."""
-    preset = preset or config.preset
+    preset = ALIASES.get(preset or config.preset, preset or config.preset)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     explicit = {name: getattr(config, name) for name in config.model_fields_set}

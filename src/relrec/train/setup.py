@@ -179,6 +179,7 @@ class TrainingSetup:
         tower.save(model_dir)
         summary.update({"train_config": self.train_config.model_dump(mode="json"),
                         "tower": tower.config.model_dump(mode="json"), "notes": self.notes,
+                        "modality_scales": tower.modality_scales(),
                         "seconds": time.perf_counter() - self.started})
         save_training_summary(model_dir, summary)
         section = "train" if model_name == "model" else f"train:{model_name}"

@@ -349,6 +349,7 @@ class Trainer:
         n_examples = len(examples)
         batches_per_epoch = max(1, n_examples // config.batch_size)
         started = time.perf_counter()
+        stopped_by_time = False
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
         with Progress(*columns, disable=not self.progress, transient=False) as progress:
@@ -364,6 +365,11 @@ class Trainer:
                 ).to(device)
                 epoch_loss = 0.0
                 for batch in range(batches_per_epoch):
+                    # a time limit may cut an epoch short once one epoch has been validated
+                    if (max_seconds is not None and best["epoch"] >= 0
+                            and time.perf_counter() - started > max_seconds):
+                        stopped_by_time = True
+                        break
                     rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]
                     batch_triggers, batch_candidates = triggers[rows], candidates[rows]
                     loss = self.batch_loss(tower, batch_triggers, batch_candidates, weights[rows],
@@ -376,6 +382,8 @@ class Trainer:
                     epoch_loss += float(loss.detach())
                     progress.update(task, advance=1,
                                     status=f"epoch {epoch} loss {epoch_loss / (batch + 1):.3f}")
+                if stopped_by_time:
+                    break
                 self.position = {"epoch": epoch, "step": batches_per_epoch, "validating": True,
                                  "steps": batches_per_epoch, "epochs": config.max_epochs}
                 recall = validation_recall(tower, eligible, known, valid_triggers, valid_targets,
@@ -393,6 +401,7 @@ class Trainer:
                                 f"{config.early_stopping_k} {recall:.4f} (best {best['recall']:.4f})")
                 self._save_checkpoint(tower, optimizer, epoch, best, best_state, fingerprint, stale)
                 if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                    stopped_by_time = True
                     break
         tower.load_state_dict(best_state)
         if isinstance(getattr(tower, "id_embedding", None), torch.nn.Embedding):
@@ -404,6 +413,7 @@ class Trainer:
                 "optimizers": [type(single).__name__ for single in optimizer.optimizers],
                 "best_epoch": best["epoch"], "best_valid_recall": best["recall"],
                 "early_stopping_k": config.early_stopping_k, "history": self.history,
+                "stopped_by_time_limit": stopped_by_time,
                 "examples": n_examples, "fingerprint": fingerprint}
 
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
@@ -431,4 +441,5 @@ def build_tower_config(n_items: int, config: TrainConfig, text_dim: int = 0,
                        text_dim=text_dim if config.use_text else 0,
                        visual_dim=visual_dim if config.use_visual else 0,
                        id_dropout=config.id_dropout, heads=heads or ["main"],
-                       normalize=config.normalize_embeddings)
+                       normalize=config.normalize_embeddings,
+                       modality_gates=config.modality_gates)

@@ -1,0 +1,275 @@
+"""``relrec train --preset auto``: how far to trust content, chosen on the validation period.
+
+A fixed preset that wins on one dataset need not win on the next: with weak or noisy content,
+forcing the tower to lean on it (ID dropout, fused features, a heavy semantic task) costs
+engagement. ``auto`` trains ``cf`` first, then a bounded family of candidates that trust
+content more and more (:func:`candidate_family`), scores each on the **validation** period —
+and each trained candidate once more per content-blend weight of its ranking, which needs no
+training — and keeps one by a stated rule (:func:`choose_operating_point`):
+
+* ``prefer="relevance"`` (default): the highest validation topic match@10 among candidates
+  whose validation recall@10 is at least ``cf``'s minus ``tolerance`` (a fraction of ``cf``'s
+  value, default 2%); ``cf`` itself is always eligible, so the choice is never below it by more
+  than the tolerance.
+* ``prefer="engagement"``: the highest validation recall@10 among candidates whose topic
+  match@10 is at least ``cf``'s minus ``tolerance`` of it.
+* without topic labels: the highest validation recall@10 (content cannot judge content).
+
+Budget: the whole search (cf included, scoring included, first-time content embedding
+excluded) stops starting new candidates once it has spent ``budget_factor`` × the time of the
+``cf`` training measured in the same run; a candidate that would start with less than half a
+``cf`` training left is skipped, and one that starts is cut at the budget (the rows say so).
+Every candidate's validation row, the rule and the choice go to the manifest's
+``operating_point`` section (``relrec evaluate`` prints them; the report plots the frontier).
+The test period is never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from relrec.config import RankConfig, RunConfig
+from relrec.content.stage import ensure_content
+from relrec.content.store import load_content
+from relrec.evaluate.evaluation import evaluate_system, segment_pairs
+from relrec.manifest import read_manifest, update_manifest
+from relrec.rerank.lists import RankedLists
+from relrec.run import RunData
+from relrec.train.blend_tuning import record_rank
+from relrec.train.presets import resolve_train_config
+
+TOLERANCE = 0.02
+BUDGET_FACTOR = 4.0
+BLEND_WEIGHTS = (0.125, 0.25, 0.5)
+CANDIDATES_FOLDER = "candidates"
+RELEVANCE = "topic_match_rate@10"
+ENGAGEMENT = "recall@10"
+ROW_METRICS = ("recall@10", "recall@50", "topic_match_rate@10", "popular_share@10")
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One trained configuration of the search: ``overrides`` over the ``cf`` preset."""
+    name: str
+    overrides: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()  # content modalities it cannot do without
+
+
+def candidate_family(available: set[str]) -> list[Candidate]:
+    """The candidates, from ``cf`` (no content) to the paper's recipe, in the order they are
+    tried (the budget may stop the search before the last ones). Each trusts content a little
+    more than the one before: content fused beside the ID, then ID dropout (cold items learn
+    to stand on content), then a light semantic task (paper eq. 4-5 at 1:10), then the paper's
+    recipe (1:500, text + visual, OPC)."""
+    text, visual = "text" in available, "visual" in available
+    both = {"use_text": text, "use_visual": visual}
+    family = [Candidate("cf")]
+    if text or visual:
+        names = " + ".join(m for m in ("text", "visual") if m in available)
+        family.append(Candidate(f"cf + {names}", {**both, "id_dropout": 0.1},
+                                tuple(m for m in ("text", "visual") if m in available)))
+        family.append(Candidate(f"cf + {names}, no ID dropout", {**both, "id_dropout": 0.0},
+                                tuple(m for m in ("text", "visual") if m in available)))
+    if text:
+        family.append(Candidate("text + mtl 1:10", {"use_text": True, "w_sem": 10.0,
+                                                    "id_dropout": 0.1}, ("text",)))
+        family.append(Candidate("full (paper)", {**both, "w_sem": 500.0, "opc": True,
+                                                 "id_dropout": 0.1}, ("text",)))
+    return family
+
+
+def _value(row: dict, metric: str) -> float | None:
+    entry = row.get(metric)
+    return None if entry is None else float(entry["value"])
+
+
+def choose_operating_point(rows: list[dict], tolerance: float = TOLERANCE,
+                           prefer: Literal["relevance", "engagement"] = "relevance",
+                           reference: str = "cf") -> dict:
+    """The rule of :mod:`relrec.train.operating_point` over validation ``rows`` (each with
+    ``name`` and metric entries ``{"value": …}``). Returns ``{"name", "rule", "eligible"}``.
+
+    Ties go to the earlier row (the one that trusts content less)."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
+    base = next((row for row in rows if row["name"] == reference), None)
+    if base is None:
+        raise ValueError(f"no {reference!r} row to compare with")
+    has_relevance = _value(base, RELEVANCE) is not None
+    if not has_relevance:
+        best = max(rows, key=lambda row: _value(row, ENGAGEMENT))
+        return {"name": best["name"], "eligible": [row["name"] for row in rows],
+                "rule": "highest validation recall@10 (no topic labels to judge relevance)"}
+    if prefer == "relevance":
+        floor = _value(base, ENGAGEMENT) * (1 - tolerance)
+        eligible = [row for row in rows if _value(row, ENGAGEMENT) >= floor]
+        best = max(eligible, key=lambda row: _value(row, RELEVANCE))
+        rule = (f"highest validation topic match@10 among candidates whose validation "
+                f"recall@10 ≥ {reference}'s × (1 − {tolerance:g}) = {floor:.4f}")
+    elif prefer == "engagement":
+        floor = _value(base, RELEVANCE) * (1 - tolerance)
+        eligible = [row for row in rows if _value(row, RELEVANCE) >= floor]
+        best = max(eligible, key=lambda row: _value(row, ENGAGEMENT))
+        rule = (f"highest validation recall@10 among candidates whose validation topic "
+                f"match@10 ≥ {reference}'s × (1 − {tolerance:g}) = {floor:.4f}")
+    else:
+        raise ValueError(f"prefer must be 'relevance' or 'engagement', got {prefer!r}")
+    return {"name": best["name"], "rule": rule, "eligible": [row["name"] for row in eligible]}
+
+
+def _row(name: str, candidate: str, summary: dict, blend: float, **extra) -> dict:
+    row = {"name": name, "candidate": candidate, "content_blend": blend}
+    row.update({metric: summary[metric] for metric in ROW_METRICS if metric in summary})
+    cold = summary.get("cold_recall@10")
+    if cold is not None:
+        row["cold_recall@10"] = cold
+    return {**row, **extra}
+
+
+def _score(run: RunData, run_dir: Path, model_name: str, config: RunConfig, segments,
+           candidate: str, blends: tuple[float, ...]) -> list[dict]:
+    """Validation rows of one trained candidate: its ranking alone, then each blend weight."""
+    model = RankedLists.load(run_dir, model_name=model_name, content_blend=0.0)
+    rows = []
+    base_rank = model.rank.model_copy(update={"blend_modalities": ["text"]})
+    for weight in (0.0, *blends):
+        model.rank = base_rank.model_copy(update={"content_blend": weight})
+        evaluation = evaluate_system(run, model, candidate, config.evaluate, "valid", segments)
+        summary = dict(evaluation.summary["all"])
+        cold = evaluation.summary.get("cold", {}).get("recall@10")
+        if cold is not None:
+            summary["cold_recall@10"] = cold
+        name = candidate if weight == 0 else f"{candidate}, content blend {weight:g}"
+        rows.append(_row(name, candidate, summary, weight))
+    return rows
+
+
+def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
+                           tolerance: float = TOLERANCE,
+                           prefer: Literal["relevance", "engagement"] = "relevance",
+                           budget_factor: float = BUDGET_FACTOR, progress: bool = True,
+                           overrides: dict | None = None, say=lambda line: None) -> dict:
+    """Train and score the candidates, choose one, install it as ``RUN/model``.
+
+    ``train(run_dir, config, progress=, max_seconds=, model_name=) -> summary`` trains one
+    configuration (:func:`relrec.train.pipeline.train_run`). ``overrides`` (the user's
+    explicit options, e.g. ``--epochs``) apply to every candidate. Returns the record written
+    to the manifest's ``operating_point`` section."""
+    run_dir = Path(run_dir)
+    run = RunData(run_dir)
+    # first-time content embedding is not part of the search's budget
+    present = [m for m in ("text", "visual") if _has_source(run, m)]
+    available = {}
+    if present:
+        notes: dict = {}
+        available = ensure_content(run, present, config.content, progress=progress,
+                                   notes=notes)
+    available = {m for m, dim in available.items() if dim}
+    family = candidate_family(available)
+    segments = segment_pairs(run, "valid", config.evaluate)
+    segments = {name: segments[name] for name in ("all", "cold") if name in segments}
+    started = time.perf_counter()
+    rows: list[dict] = []
+    trained: dict[str, dict] = {}
+    cf_seconds = None
+    columns = [TextColumn("[bold]auto[/bold] {task.description}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("{task.fields[leader]}")]
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task("cf", total=len(family), leader="")
+        for candidate in family:
+            elapsed = time.perf_counter() - started
+            if cf_seconds is not None:
+                left = budget_factor * cf_seconds - elapsed
+                if left < 0.5 * cf_seconds:
+                    rows.append({"name": candidate.name, "candidate": candidate.name,
+                                 "skipped": f"budget: {left:.0f}s of {budget_factor:g}× cf "
+                                 f"({budget_factor * cf_seconds:.0f}s) left"})
+                    bar.update(task, advance=1)
+                    continue
+            bar.update(task, description=candidate.name)
+            variant = config.model_copy(deep=True)
+            variant.train = resolve_train_config(config.train, "cf",
+                                                 {**candidate.overrides, **(overrides or {}),
+                                                  "seed": config.train.seed})
+            model_name = f"{CANDIDATES_FOLDER}/{_folder(candidate.name)}"
+            limit = None if cf_seconds is None else budget_factor * cf_seconds - elapsed
+            summary = train(run_dir, variant, progress=False, max_seconds=limit,
+                            model_name=model_name)
+            train_seconds = time.perf_counter() - started - elapsed
+            if cf_seconds is None:
+                cf_seconds = train_seconds
+            blends = BLEND_WEIGHTS if "text" in available else ()
+            candidate_rows = _score(run, run_dir, model_name, variant, segments,
+                                    candidate.name, blends)
+            cut = bool(summary.get("stopped_by_time_limit"))
+            for row in candidate_rows:
+                row.update({"model": model_name, "best_epoch": summary["best_epoch"],
+                            "epochs_run": len(summary["history"]),
+                            "train_seconds": round(train_seconds, 2),
+                            **({"cut_at_budget": True} if cut else {})})
+            rows.extend(candidate_rows)
+            trained[candidate.name] = {"train": variant.train.model_dump(mode="json"),
+                                       "model": model_name, "summary": summary}
+            scored = [row for row in rows if "skipped" not in row]
+            leader = choose_operating_point(scored, tolerance, prefer)
+            bar.update(task, advance=1, leader=f"leader: {leader['name']}")
+    seconds = time.perf_counter() - started
+    scored = [row for row in rows if "skipped" not in row]
+    choice = choose_operating_point(scored, tolerance, prefer)
+    chosen = next(row for row in scored if row["name"] == choice["name"])
+    installed = _install(run_dir, chosen, trained[chosen["candidate"]])
+    record = {
+        "split": "valid", "rule": choice["rule"], "tolerance": tolerance, "prefer": prefer,
+        "chosen": chosen["name"], "candidate": chosen["candidate"],
+        "content_blend": chosen["content_blend"], "served_model": "model",
+        "scored_model": chosen["model"], "eligible": choice["eligible"], "rows": rows,
+        "cf_train_seconds": round(cf_seconds, 2), "search_seconds": round(seconds, 2),
+        "budget_seconds": round(budget_factor * cf_seconds, 2),
+        "search_vs_cf": round(seconds / cf_seconds, 2), "modalities": sorted(available),
+        **installed}
+    update_manifest(run_dir, "operating_point", record)
+    say(f"auto: {chosen['name']} ({choice['rule']}); search {seconds:.0f}s = "
+        f"{seconds / cf_seconds:.1f}× one cf training ({cf_seconds:.0f}s)")
+    return {**trained[chosen["candidate"]]["summary"], "operating_point": record,
+            "train_config": trained[chosen["candidate"]]["train"]}
+
+
+def _has_source(run: RunData, modality: str) -> bool:
+    """Whether the run can have this modality: embedded already, or items that carry it."""
+    if load_content(run, modality) is not None:
+        return True
+    items = run.items
+    if modality == "text":
+        return "title" in items.columns and bool(items["title"].notna().any())
+    return any(column in items.columns and bool(items[column].notna().any())
+               for column in ("image", "video"))
+
+
+def _folder(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+
+
+def _install(run_dir: Path, chosen: dict, trained: dict) -> dict:
+    """Copy the chosen candidate's model to ``RUN/model`` (what export and serve read) and
+    record its ranking (the content blend) in the run's configuration."""
+    source, target = run_dir / chosen["model"], run_dir / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint*", ".*.tmp"))
+    record_rank(run_dir, RankConfig(content_blend=chosen["content_blend"],
+                                    blend_modalities=["text"]))
+    section = read_manifest(run_dir).get(f"train:{chosen['model']}")
+    if section is not None:
+        update_manifest(run_dir, "train", section)
+    summary = json.loads((target / "training.json").read_text())
+    return {"best_epoch": summary["best_epoch"]}

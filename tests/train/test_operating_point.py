@@ -1,0 +1,119 @@
+"""``--preset auto``: the rule (pure), and the search on planted data with known answers —
+content that carries the topic must be used (a positive control: a search that always
+returns ``cf`` fails), content that is pure noise must cost no engagement."""
+
+import json
+
+import numpy as np
+import pytest
+
+from relrec.config import RunConfig
+from relrec.content.stage import write_content
+from relrec.data.prepare import prepare_run
+from relrec.data.synthetic import generate
+from relrec.related import RelatedItems
+from relrec.run import RunData
+from relrec.train.operating_point import candidate_family, choose_operating_point
+from relrec.train.pipeline import train_preset
+
+
+def _row(name, recall, topic=None):
+    row = {"name": name, "recall@10": {"value": recall}}
+    if topic is not None:
+        row["topic_match_rate@10"] = {"value": topic}
+    return row
+
+
+def test_rule_takes_the_most_on_topic_candidate_within_the_recall_tolerance():
+    rows = [_row("cf", 0.100, 0.60), _row("a", 0.099, 0.70), _row("b", 0.097, 0.90),
+            _row("c", 0.120, 0.65)]
+    choice = choose_operating_point(rows, tolerance=0.02)
+    assert choice["name"] == "a"  # b loses 3% of cf's recall: not eligible at 2%
+    assert choice["eligible"] == ["cf", "a", "c"]
+    assert choose_operating_point(rows, tolerance=0.05)["name"] == "b"
+    assert choose_operating_point(rows, tolerance=0.0)["name"] == "c"
+
+
+def test_rule_falls_back_to_cf_and_prefers_engagement_when_asked():
+    rows = [_row("cf", 0.100, 0.60), _row("worse", 0.050, 0.99)]
+    assert choose_operating_point(rows)["name"] == "cf"
+    rows = [_row("cf", 0.100, 0.60), _row("on topic", 0.101, 0.70),
+            _row("engaging", 0.130, 0.595), _row("off topic", 0.200, 0.40)]
+    choice = choose_operating_point(rows, prefer="engagement", tolerance=0.02)
+    assert choice["name"] == "engaging"  # 0.595 ≥ 0.60·0.98; "off topic" is not eligible
+    assert "topic match@10 ≥ cf's" in choice["rule"]
+
+
+def test_rule_without_topics_uses_recall_and_refuses_bad_arguments():
+    rows = [_row("cf", 0.10), _row("x", 0.12)]
+    assert choose_operating_point(rows)["name"] == "x"
+    with pytest.raises(ValueError, match="tolerance"):
+        choose_operating_point(rows, tolerance=1.5)
+    with pytest.raises(ValueError, match="prefer"):
+        choose_operating_point([_row("cf", 0.1, 0.5)], prefer="speed")
+    with pytest.raises(ValueError, match="'cf' row"):
+        choose_operating_point([_row("x", 0.1, 0.5)])
+
+
+def test_family_depends_on_the_content_the_run_has():
+    assert [c.name for c in candidate_family(set())] == ["cf"]
+    names = [c.name for c in candidate_family({"text", "visual"})]
+    assert names[0] == "cf" and "cf + text + visual" in names and "full (paper)" in names
+    assert all("visual" not in c.name for c in candidate_family({"text"}))
+
+
+SEARCH = {"max_epochs": 12, "batch_size": 256, "embedding_dim": 32, "id_dim": 32,
+          "hidden_dims": [64], "early_stopping_k": 20}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Thousands of users; sessions on topic except 25% autoplay jumps to popular items."""
+    return generate(n_items=500, n_topics=10, n_users=2500, sessions_per_user=4,
+                    session_length=8, autoplay_rate=0.25, popularity_exponent=0.6, seed=3,
+                    text_noise=0.3)
+
+
+def _search(tmp_path_factory, dataset, vectors, name):
+    run_dir = tmp_path_factory.mktemp(name) / "run"
+    prepare_run(run_dir, RunConfig(), interactions=dataset.interactions, items=dataset.items)
+    write_content(RunData(run_dir), "text", vectors, source="synthetic")
+    config = RunConfig()
+    config.evaluate.n_bootstrap = 100
+    # a generous budget: on a shared CI machine one slow cf epoch must not cut the family
+    config.train.auto_budget = 12.0
+    summary = train_preset(run_dir, config, preset="auto", overrides=SEARCH, progress=False)
+    rows = {row["name"]: row for row in summary["operating_point"]["rows"]
+            if "skipped" not in row}
+    return run_dir, summary["operating_point"], rows
+
+
+def test_auto_uses_content_that_carries_the_topic(tmp_path_factory, planted):
+    run_dir, record, rows = _search(tmp_path_factory, planted, planted.content_vectors,
+                                    "signal")
+    chosen, cf = rows[record["chosen"]], rows["cf"]
+    assert record["candidate"] != "cf"
+    topic = lambda row: row["topic_match_rate@10"]["value"]  # noqa: E731
+    assert topic(chosen) >= topic(cf) + 0.05
+    assert chosen["recall@10"]["value"] >= 0.98 * cf["recall@10"]["value"]
+    # what was chosen is what is served: RUN/model, its blend in the run's [rank]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["operating_point"]["chosen"] == record["chosen"]
+    assert manifest["config"]["rank"]["content_blend"] == chosen["content_blend"]
+    model = RelatedItems.load(run_dir)
+    assert model.rank.content_blend == chosen["content_blend"]
+    assert model.tower_.content_modalities == (("text",) if record["candidate"] != "cf" else ())
+    ids, _ = model.similar_items([model.run.item_ids[0]], 5)
+    assert ids.shape == (1, 5)
+
+
+def test_auto_with_pure_noise_content_keeps_cf_recall(tmp_path_factory, planted):
+    noise = np.random.default_rng(0).normal(size=planted.content_vectors.shape)
+    _, record, rows = _search(tmp_path_factory, planted, noise.astype(np.float32), "noise")
+    cf_recall = rows["cf"]["recall@10"]["value"]
+    # the rule's guarantee: never below cf by more than the tolerance (2% of cf's recall)
+    assert rows[record["chosen"]]["recall@10"]["value"] >= 0.98 * cf_recall
+    # the content candidates themselves (their ranking alone) stay within ±0.5 points of cf
+    for name, row in rows.items():
+        if row["content_blend"] == 0 and "mtl" not in name and "paper" not in name:
+            assert abs(row["recall@10"]["value"] - cf_recall) <= 0.005, name
