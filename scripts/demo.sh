@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job end to end on real data: prepare → train (balanced) → evaluate → related lists.
+# The main job end to end on real data: prepare → train (auto) → evaluate → related lists.
 # Data: ../shared/data/ml-latest-small (or $RELREC_MOVIELENS; `relrec download ml-latest-small`
 # fetches it from the official site into ~/.cache/relrec/datasets).
 set -euo pipefail
@@ -13,9 +13,9 @@ IMAGES=()
 [ -d "$POSTERS" ] && IMAGES=(--images "$POSTERS")
 # --overwrite: a rerun of the demo replaces its own run folder as a whole
 relrec prepare --movielens "$DATA" "${IMAGES[@]}" --out "$RUN" --overwrite
-# the recommended operating point: CF + title/tag text + posters (embedded on first use, cached),
-# logQ, then the content blend of the ranking chosen on the validation period
-relrec train "$RUN" --preset balanced
+# --preset auto (the default): cf, then candidates that use title/tag text and posters (embedded
+# on first use, cached), each scored on the validation period; the rule in README picks one
+relrec train "$RUN"
 # every choice above was made on the validation period; this is what evaluate reports by default
 relrec evaluate "$RUN"
 # the sealed test period, read once: the read is counted in the manifest and the ledger

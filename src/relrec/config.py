@@ -58,6 +58,10 @@ class TrainConfig(_Section):
     auto_prefer: Literal["relevance", "engagement"] = Field(
         "relevance", description="auto: relevance = the most on-topic candidate within the "
         "recall tolerance; engagement = the highest recall within the topic tolerance")
+    auto_refit: bool = Field(
+        True, description="auto: retrain the chosen configuration on the training and "
+        "validation periods (the epochs found in the search) and serve that; the scored model "
+        "stays in RUN/candidates")
     auto_budget: float = Field(
         4.0, ge=1.0, description="auto: the search stops starting candidates after this many "
         "times the cf training's wall time (measured in the same run)")

@@ -37,7 +37,8 @@ EXPORT_SCHEMA = pa.schema([("trigger", pa.string()), ("item", pa.string()),
 # served bundle (relrec.serve.bundle) stages and hashes them.
 MODEL_FILES = ("manifest.json", "model/tower_config.json", "model/weights.safetensors",
                "data/items.parquet", "pairs/item_stats.parquet")
-OPTIONAL_MODEL_FILES = ("model/multihead.json", "pairs/train_pairs.parquet", "content/text.npy",
+OPTIONAL_MODEL_FILES = ("model/multihead.json", "model/known_items.npy",
+                        "pairs/train_pairs.parquet", "content/text.npy",
                         "content/text_ok.npy", "content/visual.npy", "content/visual_ok.npy")
 OPTIONAL_MODEL_FOLDERS = ("rerank",)
 

@@ -9,7 +9,7 @@ import pytest
 
 from relrec.config import RunConfig
 from relrec.content.stage import write_content
-from relrec.data.prepare import prepare_run
+from relrec.data.prepare import prepare_run, write_refit_run
 from relrec.data.synthetic import generate
 from relrec.related import RelatedItems
 from relrec.run import RunData
@@ -105,6 +105,32 @@ def test_auto_uses_content_that_carries_the_topic(tmp_path_factory, planted):
     assert model.tower_.content_modalities == (("text",) if record["candidate"] != "cf" else ())
     ids, _ = model.similar_items([model.run.item_ids[0]], 5)
     assert ids.shape == (1, 5)
+    # served: the chosen configuration refit on train + valid for the epochs the search kept
+    refit = record["refit"]
+    assert refit["epochs"] == chosen["best_epoch"] + 1
+    assert refit["train_pairs_distinct"] > manifest["pairs"]["train_pairs_distinct"]
+    known = np.load(run_dir / "model" / "known_items.npy")
+    assert known.sum() >= RunData(run_dir).in_train.sum()
+    assert (run_dir / chosen["model"] / "weights.safetensors").read_bytes() != (
+        run_dir / "model" / "weights.safetensors").read_bytes()
+
+
+def test_refit_run_trains_on_train_and_valid_and_never_the_test_period(tmp_path, planted):
+    run_dir = tmp_path / "run"
+    prepare_run(run_dir, RunConfig(), interactions=planted.interactions, items=planted.items)
+    run = RunData(run_dir)
+    refit = write_refit_run(run_dir, tmp_path / "refit", RunConfig())
+    refit_run = RunData(tmp_path / "refit")
+    split = run.manifest["split"]
+    assert split["valid_start"] < refit["refit_split"]["valid_start"] < split["test_start"]
+    timestamps = run._parquet("data/interactions.parquet")["timestamp"]
+    trained_on = int(refit_run.item_stats["train_interactions"].sum())
+    assert trained_on == int((timestamps < refit["refit_split"]["valid_start"]).sum())
+    assert trained_on > int(run.item_stats["train_interactions"].sum())
+    assert len(refit_run.train_pairs) > len(run.train_pairs)
+    assert refit["pairs"]["training_periods"] == "train + valid"
+    assert len(refit_run.test_pairs) == 0  # the test period is not part of a refit run
+    assert refit_run.in_train.sum() >= run.in_train.sum()
 
 
 def test_auto_with_pure_noise_content_keeps_cf_recall(tmp_path_factory, planted):

@@ -12,6 +12,7 @@ time split of the interactions (:attr:`PrepareConfig.content_cut`).
 from __future__ import annotations
 
 import contextlib
+import json
 import fcntl
 import os
 import shutil
@@ -57,16 +58,19 @@ def connect(config: PrepareConfig) -> duckdb.DuckDBPyConnection:
 
 
 def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfig,
-                  connection: duckdb.DuckDBPyConnection | None = None) -> PairTables:
-    """Sessionize, split by time and extract training / validation / test pairs."""
+                  connection: duckdb.DuckDBPyConnection | None = None,
+                  split: TimeSplit | None = None) -> PairTables:
+    """Sessionize, split by time and extract training / validation / test pairs (``split``:
+    given boundaries instead of the configured fractions)."""
     if interactions.empty:
         raise InputError("no interactions left after validation")
-    split = time_split(interactions["timestamp"].to_numpy(), config.valid_fraction,
-                       config.test_fraction)
+    if split is None:
+        split = time_split(interactions["timestamp"].to_numpy(), config.valid_fraction,
+                           config.test_fraction)
     period = assign_period(interactions["timestamp"].to_numpy(), split)
     period_counts = np.bincount(period, minlength=3)
     if period_counts[0] == 0 or period_counts[VALID] == 0 or (
-            config.test_fraction > 0 and period_counts[TEST] == 0):
+            split.test_start is not None and period_counts[TEST] == 0):
         raise InputError(
             f"time split {config.valid_fraction}/{config.test_fraction} leaves an empty period "
             f"(train/valid/test interactions: {period_counts.tolist()}); "
@@ -157,6 +161,50 @@ def extract_pairs(interactions: pd.DataFrame, n_items: int, config: PrepareConfi
     train_pairs = train_pairs.astype("int64")
     return PairTables(split, train_pairs, evaluation["valid"], evaluation["test"], item_stats,
                       counts, train_sessions)
+
+
+def write_refit_run(run_dir: str | Path, out_dir: str | Path, config: RunConfig) -> dict:
+    """A run for the final refit of a chosen model: the same items, content and evaluation
+    pairs, but training pairs from the training **and** validation periods (every session
+    before the test period; with no test period, all the data). The test period is not read.
+
+    The validation period's pairs stay as the (now seen) early-stopping input, so a refit must
+    train a fixed number of epochs (``keep_epoch = "last"``). Interactions at the very last
+    timestamp before the test period form a token "validation" period here (the split needs
+    one), so they give no training pairs. Dated content keeps the original run's cut.
+    Returns the refit run's manifest."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    test_start = manifest["split"]["test_start"]
+    interactions = pd.read_parquet(run_dir / "data" / "interactions.parquet")
+    if test_start is not None:
+        interactions = interactions[interactions["timestamp"] < test_start]
+    items = pd.read_parquet(run_dir / "data" / "items.parquet")
+    split = TimeSplit(valid_start=int(interactions["timestamp"].max()), test_start=None)
+    pairs = extract_pairs(interactions.reset_index(drop=True), len(items), config.prepare,
+                          split=split)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    (out_dir / "pairs").mkdir(parents=True)
+    shutil.copytree(run_dir / "data", out_dir / "data")
+    if (run_dir / "content").exists():
+        shutil.copytree(run_dir / "content", out_dir / "content")
+    pairs.train_pairs.to_parquet(out_dir / "pairs" / "train_pairs.parquet", index=False)
+    pairs.item_stats.to_parquet(out_dir / "pairs" / "item_stats.parquet", index=False)
+    if pairs.train_sessions is not None:
+        pairs.train_sessions.to_parquet(out_dir / "pairs" / "train_sessions.parquet",
+                                        index=False)
+    shutil.copyfile(run_dir / "pairs" / "valid_pairs.parquet",
+                    out_dir / "pairs" / "valid_pairs.parquet")
+    pairs.test_pairs.to_parquet(out_dir / "pairs" / "test_pairs.parquet", index=False)
+    refit = {key: manifest[key] for key in ("relrec_run", "config", "inputs", "rows",
+                                            "rejected", "content_cut", "content", "versions")
+             if key in manifest}
+    refit.update({"split": manifest["split"], "refit_of": str(run_dir),
+                  "refit_split": split.to_dict(),
+                  "pairs": {**pairs.counts, "training_periods": "train + valid"}})
+    atomic_write_json(out_dir / "manifest.json", refit)
+    return refit
 
 
 CONTENT_CUT_RULES = ("train_end", "data_end")

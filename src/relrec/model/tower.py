@@ -22,6 +22,10 @@ from relrec.errors import RunDirError
 from relrec.manifest import atomic_path, atomic_write_bytes
 
 
+#: in a model folder: which items' ID rows the model trained (bool per item_index)
+KNOWN_ITEMS = "known_items.npy"
+
+
 class TowerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     n_items: int

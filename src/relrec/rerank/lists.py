@@ -22,7 +22,7 @@ from relrec.config import RankConfig
 from relrec.content.store import fused_content, required_content
 from relrec.index.base import SimilarItemsModel
 from relrec.index.faiss_index import ItemIndex, choose_index_kind
-from relrec.model.tower import ItemTower
+from relrec.model.tower import KNOWN_ITEMS, ItemTower
 from relrec.rerank.blend import rerank_by_blend
 from relrec.rerank.model import ContextualReranker, reranker_dir
 from relrec.rerank.quota import quota_merge
@@ -67,7 +67,11 @@ class RankedLists(SimilarItemsModel):
             rank = rank.model_copy(update={"content_blend": float(content_blend)})
         tower = ItemTower.load(run.run_dir / model_name)
         tower.attach_content(required_content(run, tower.content_modalities))
-        known = run.in_train
+        # the items whose ID rows the model trained (a refit on more periods knows more than
+        # the run's training period); older models did not record it
+        known_path = run.run_dir / model_name / KNOWN_ITEMS
+        known = (np.load(known_path, allow_pickle=False).astype(bool) if known_path.exists()
+                 else run.in_train)
         embeddings = {head: tower.item_embeddings(known, head=head)
                       for head in tower.config.heads}
         multihead = {}

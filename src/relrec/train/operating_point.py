@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from relrec.config import RankConfig, RunConfig
 from relrec.content.stage import ensure_content
 from relrec.content.store import load_content
+from relrec.data.prepare import write_refit_run
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.manifest import read_manifest, update_manifest
 from relrec.rerank.lists import RankedLists
@@ -48,8 +49,9 @@ from relrec.train.presets import resolve_train_config
 
 TOLERANCE = 0.02
 BUDGET_FACTOR = 4.0
-BLEND_WEIGHTS = (0.125, 0.25, 0.5)
+BLEND_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0)
 CANDIDATES_FOLDER = "candidates"
+REFIT_FOLDER = "refit"
 RELEVANCE = "topic_match_rate@10"
 ENGAGEMENT = "recall@10"
 ROW_METRICS = ("recall@10", "recall@50", "topic_match_rate@10", "popular_share@10")
@@ -158,6 +160,7 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
                            tolerance: float = TOLERANCE,
                            prefer: Literal["relevance", "engagement"] = "relevance",
                            budget_factor: float = BUDGET_FACTOR, progress: bool = True,
+                           refit_for_serving: bool = True,
                            overrides: dict | None = None, say=lambda line: None) -> dict:
     """Train and score the candidates, choose one, install it as ``RUN/model``.
 
@@ -201,6 +204,7 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
             variant.train = resolve_train_config(config.train, "cf",
                                                  {**candidate.overrides, **(overrides or {}),
                                                   "seed": config.train.seed})
+            variant.train = variant.train.model_copy(update={"preset": "auto"})
             model_name = f"{CANDIDATES_FOLDER}/{_folder(candidate.name)}"
             limit = None if cf_seconds is None else budget_factor * cf_seconds - elapsed
             summary = train(run_dir, variant, progress=False, max_seconds=limit,
@@ -227,12 +231,18 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
     scored = [row for row in rows if "skipped" not in row]
     choice = choose_operating_point(scored, tolerance, prefer)
     chosen = next(row for row in scored if row["name"] == choice["name"])
-    installed = _install(run_dir, chosen, trained[chosen["candidate"]])
+    refit = None
+    if refit_for_serving:
+        refit = _refit(run_dir, config, trained[chosen["candidate"]], train, say)
+    installed = _install(run_dir, chosen, refit)
     record = {
         "split": "valid", "rule": choice["rule"], "tolerance": tolerance, "prefer": prefer,
         "chosen": chosen["name"], "candidate": chosen["candidate"],
-        "content_blend": chosen["content_blend"], "served_model": "model",
-        "scored_model": chosen["model"], "eligible": choice["eligible"], "rows": rows,
+        "content_blend": chosen["content_blend"],
+        "served_model": ("model: the chosen configuration refit on the training + validation "
+                         f"periods for {refit['epochs']} epoch(s)" if refit else
+                         "model: the scored candidate itself"),
+        "scored_model": chosen["model"], "refit": refit, "eligible": choice["eligible"], "rows": rows,
         "cf_train_seconds": round(cf_seconds, 2), "search_seconds": round(seconds, 2),
         "budget_seconds": round(budget_factor * cf_seconds, 2),
         "search_vs_cf": round(seconds / cf_seconds, 2), "modalities": sorted(available),
@@ -259,17 +269,40 @@ def _folder(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
-def _install(run_dir: Path, chosen: dict, trained: dict) -> dict:
-    """Copy the chosen candidate's model to ``RUN/model`` (what export and serve read) and
-    record its ranking (the content blend) in the run's configuration."""
-    source, target = run_dir / chosen["model"], run_dir / "model"
+def _refit(run_dir: Path, config: RunConfig, trained: dict, train, say) -> dict:
+    """Retrain the chosen configuration on the training + validation periods
+    (:func:`relrec.data.prepare.write_refit_run`) for the epochs its search run kept."""
+    refit_dir = run_dir / REFIT_FOLDER
+    refit_run = write_refit_run(run_dir, refit_dir, config)
+    epochs = int(trained["summary"]["best_epoch"]) + 1
+    variant = config.model_copy(deep=True)
+    variant.train = variant.train.model_validate({**trained["train"], "max_epochs": epochs,
+                                                  "keep_epoch": "last"})
+    started = time.perf_counter()
+    summary = train(refit_dir, variant, progress=False, max_seconds=None, model_name="model")
+    seconds = time.perf_counter() - started
+    say(f"auto: refit on the training + validation periods, {epochs} epoch(s), {seconds:.0f}s")
+    return {"run": REFIT_FOLDER, "epochs": epochs, "seconds": round(seconds, 2),
+            "train_pairs_distinct": refit_run["pairs"]["train_pairs_distinct"],
+            "items_known": int(refit_run["pairs"]["items_in_train"]),
+            "content_cut": "as the scored run (dated content before the validation period)",
+            "model": f"{REFIT_FOLDER}/model", "summary_best_epoch": summary["best_epoch"]}
+
+
+def _install(run_dir: Path, chosen: dict, refit: dict | None) -> dict:
+    """Copy the served model (the refit, else the chosen candidate) to ``RUN/model`` (what
+    export and serve read) and record its ranking (the content blend) in the run's
+    configuration."""
+    source = run_dir / (refit["model"] if refit else chosen["model"])
+    target = run_dir / "model"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint*", ".*.tmp"))
     record_rank(run_dir, RankConfig(content_blend=chosen["content_blend"],
                                     blend_modalities=["text"]))
-    section = read_manifest(run_dir).get(f"train:{chosen['model']}")
+    section = (read_manifest(run_dir / REFIT_FOLDER).get("train") if refit
+               else read_manifest(run_dir).get(f"train:{chosen['model']}"))
     if section is not None:
         update_manifest(run_dir, "train", section)
-    summary = json.loads((target / "training.json").read_text())
+    summary = json.loads((run_dir / chosen["model"] / "training.json").read_text())
     return {"best_epoch": summary["best_epoch"]}

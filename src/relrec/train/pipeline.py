@@ -66,6 +66,7 @@ def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None =
         summary = search_operating_point(
             run_dir, config, train=train_run, tolerance=train.auto_tolerance,
             prefer=train.auto_prefer, budget_factor=train.auto_budget, progress=progress,
+            refit_for_serving=train.auto_refit,
             overrides=explicit, say=say)
         record = summary["operating_point"]
         summary["rank"] = (f"rank: content blend {record['content_blend']:g}, chosen on "

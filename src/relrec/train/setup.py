@@ -15,8 +15,8 @@ from safetensors import safe_open
 
 from relrec.config import RunConfig, TrainConfig
 from relrec.errors import RelrecError
-from relrec.manifest import update_manifest
-from relrec.model.tower import ItemTower
+from relrec.manifest import atomic_path, update_manifest
+from relrec.model.tower import KNOWN_ITEMS, ItemTower
 from relrec.run import RunData
 from relrec.content.labels import choose_semantic_threshold, pair_cosine, semantic_labels
 from relrec.content.stage import ensure_content
@@ -177,6 +177,9 @@ class TrainingSetup:
         model_dir = self.run.run_dir / model_name
         check_finite(tower, self.known, model_dir)
         tower.save(model_dir)
+        with atomic_path(model_dir / KNOWN_ITEMS) as temporary:
+            with open(temporary, "wb") as handle:
+                np.save(handle, self.known, allow_pickle=False)
         summary.update({"train_config": self.train_config.model_dump(mode="json"),
                         "tower": tower.config.model_dump(mode="json"), "notes": self.notes,
                         "modality_scales": tower.modality_scales(),
