@@ -13,7 +13,8 @@ from relrec.related import RelatedItems
 from relrec.model.losses import distillation_kl
 from relrec.run import RunData
 from relrec.train.multihead import masked_distillation_kl
-from relrec.train.pipeline import train_run
+from relrec.train.operating_point import ALPHAS, choose_operating_point
+from relrec.train.pipeline import train_preset, train_run
 from relrec.train.presets import resolve_train_config
 
 
@@ -74,3 +75,26 @@ def test_preset_mtmh_trains_two_heads_with_a_unit_relevance_head(tmp_path):
     # the ends of α are the heads themselves
     np.testing.assert_array_equal(model.ranked_indices(ids, 10, alpha=1.0), engagement)
     np.testing.assert_array_equal(model.ranked_indices(ids, 10, alpha=0.0), relevance)
+
+
+def test_train_preset_mtmh_chooses_the_served_alpha_on_validation(tmp_path):
+    dataset = generate(n_items=150, n_topics=5, n_users=300, sessions_per_user=3,
+                       session_length=6, seed=5)
+    run_dir = tmp_path / "run"
+    config = RunConfig()
+    config.evaluate.n_bootstrap = 20
+    prepare_run(run_dir, config, interactions=dataset.interactions, items=dataset.items)
+    write_content(RunData(run_dir), "text", dataset.content_vectors)
+    said = []
+    summary = train_preset(run_dir, config, preset="mtmh", progress=False, say=said.append,
+                           overrides={"max_epochs": 2, "batch_size": 128, "embedding_dim": 16,
+                                      "id_dim": 16, "hidden_dims": [32],
+                                      "early_stopping_k": 10})
+    record = summary["mtmh_alpha"]
+    assert [row["alpha"] for row in record["rows"]] == list(ALPHAS)
+    expected = choose_operating_point(record["rows"], reference="alpha 1")["name"]
+    assert f"alpha {record['chosen_alpha']:g}" == expected
+    assert "topic_match_rate@10" in record["teacher"]
+    assert isinstance(record["teacher_more_on_topic_than_engagement_head"], bool)
+    assert RelatedItems.load(run_dir).default_alpha == record["chosen_alpha"]
+    assert any(line.startswith("mtmh: served alpha") for line in said)

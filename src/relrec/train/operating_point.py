@@ -41,7 +41,8 @@ from relrec.content.stage import ensure_content
 from relrec.content.store import load_content
 from relrec.data.prepare import write_refit_run
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
-from relrec.manifest import read_manifest, update_manifest
+from relrec.evaluate.peers import ContentKNN
+from relrec.manifest import atomic_write_json, read_manifest, update_manifest
 from relrec.rerank.lists import RankedLists
 from relrec.run import RunData
 from relrec.train.blend_tuning import record_rank
@@ -306,3 +307,52 @@ def _install(run_dir: Path, chosen: dict, refit: dict | None) -> dict:
         update_manifest(run_dir, "train", section)
     summary = json.loads((run_dir / chosen["model"] / "training.json").read_text())
     return {"best_epoch": summary["best_epoch"]}
+
+
+ALPHAS = (1.0, 0.75, 0.5, 0.25, 0.0)
+
+
+def choose_mtmh_alpha(run_dir: str | Path, config: RunConfig, *, say=lambda line: None,
+                      model_name: str = "model") -> dict:
+    """The served α of a two-head (MTMH) model, chosen on validation by the rule of
+    :func:`choose_operating_point` with α = 1 (the engagement head alone) as the reference, and
+    the content teacher's own validation relevance measured against it: a teacher less on-topic
+    than co-engagement cannot make the relevance head more on-topic (said plainly, recorded).
+    Writes ``default_alpha`` into the model's ``multihead.json``; returns the record (manifest
+    section ``mtmh_alpha``)."""
+    run_dir = Path(run_dir)
+    run = RunData(run_dir)
+    train = config.train
+    segments = {"all": segment_pairs(run, "valid", config.evaluate)["all"]}
+    model = RankedLists.load(run_dir, model_name=model_name)
+    rows = []
+    for alpha in ALPHAS:
+        summary = evaluate_system(run, model, f"alpha {alpha:g}", config.evaluate, "valid",
+                                  segments, options={"alpha": alpha}).summary["all"]
+        rows.append(_row(f"alpha {alpha:g}", "mtmh", summary, 0.0, alpha=alpha))
+    modalities = tuple(model.tower_.content_modalities) or ("text",)
+    teacher = ContentKNN(modalities).fit(run)
+    teacher_row = _row("content teacher (kNN)", "teacher", evaluate_system(
+        run, teacher, "teacher", config.evaluate, "valid", segments).summary["all"], 0.0)
+    choice = choose_operating_point(rows, train.auto_tolerance, train.auto_prefer,
+                                    reference="alpha 1")
+    chosen = next(row for row in rows if row["name"] == choice["name"])
+    record = {"split": "valid", "rows": rows, "teacher": teacher_row, "rule": choice["rule"],
+              "chosen_alpha": chosen["alpha"], "eligible": choice["eligible"]}
+    engagement = _value(rows[0], RELEVANCE)
+    teacher_relevance = _value(teacher_row, RELEVANCE)
+    if engagement is not None and teacher_relevance is not None:
+        helps = teacher_relevance > engagement
+        record["teacher_more_on_topic_than_engagement_head"] = helps
+        if not helps:
+            say(f"mtmh: the content teacher is less on-topic on validation than the engagement "
+                f"head (topic match@10 {100 * teacher_relevance:.1f} vs {100 * engagement:.1f}):"
+                " the relevance head cannot make lists more on-topic on this data")
+    heads_file = run_dir / model_name / "multihead.json"
+    heads = json.loads(heads_file.read_text())
+    heads["default_alpha"] = chosen["alpha"]
+    heads["default_alpha_rule"] = choice["rule"]
+    atomic_write_json(heads_file, heads)
+    update_manifest(run_dir, "mtmh_alpha", record)
+    say(f"mtmh: served alpha {chosen['alpha']:g} ({choice['rule']})")
+    return record

@@ -13,7 +13,7 @@ from relrec.config import RunConfig
 from relrec.manifest import read_manifest, update_manifest
 from relrec.train.blend_tuning import set_rank_after_training
 from relrec.train.multihead import train_multihead_run
-from relrec.train.operating_point import search_operating_point
+from relrec.train.operating_point import choose_mtmh_alpha, search_operating_point
 from relrec.train.presets import ALIASES, resolve_train_config
 from relrec.train.setup import prepare_training, reporting_interrupts
 from relrec.train.trainer import Trainer, resolve_device
@@ -86,5 +86,7 @@ def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None =
     if read_manifest(run_dir).get("operating_point"):  # RUN/model is no longer auto's choice
         update_manifest(run_dir, "operating_point", None)
     summary["rank"] = set_rank_after_training(run_dir, config, explicit_rank)
+    if config.train.preset == "mtmh":
+        summary["mtmh_alpha"] = choose_mtmh_alpha(run_dir, config, say=say)
     summary["preset"] = config.train.preset
     return summary
