@@ -26,7 +26,7 @@ def table(result: dict) -> str:
              "| system | " + " | ".join(METRICS) + " |",
              "|---|" + "---:|" * len(METRICS)]
     for name, summary in result["systems"].items():
-        label = "balanced (model)" if name == "model" else name
+        label = "auto (model)" if name == "model" else name
         lines.append(f"| {label} | " + " | ".join(cell(summary["all"].get(m)) for m in METRICS)
                      + " |")
     lines += ["", "| paired, model − | " + " | ".join(METRICS) + " |",
