@@ -91,8 +91,14 @@ class TrainConfig(_Section):
     w_co: float = Field(1.0, ge=0.0)
     w_sem: float = Field(0.0, ge=0.0)
     semantic_threshold: float | None = Field(
-        None, description="cos threshold for I(sem); None picks it from the training pairs"
+        None, description="cos threshold for I(sem); None picks it by semantic_threshold_rule"
     )
+    semantic_threshold_rule: Literal["random-baseline", "quantile"] = Field(
+        "random-baseline", description="random-baseline: the 95th percentile of text cosine "
+        "over random item pairs; quantile: the median over the co-engaged training pairs")
+    full_search: bool = Field(
+        True, description="preset full: choose w_sem (1:1 … 1:1000) and the threshold rule on "
+        "validation (skipped when w_sem is given); off = the paper's 1:500")
     opc: bool = Field(False, description="weight pairs by 1/log(1+freq(trigger)) (eq. 6-7)")
     use_id: bool = True
     use_text: bool = False

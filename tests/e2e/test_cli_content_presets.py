@@ -55,7 +55,11 @@ def test_full_preset_trains_with_text_visual_mtl_and_opc(content_run):
     manifest = json.loads((content_run / "manifest.json").read_text())
     train = manifest["train"]
     assert train["train_config"]["use_text"] and train["train_config"]["use_visual"]
-    assert train["train_config"]["opc"] and train["train_config"]["w_sem"] == 500.0
+    assert train["train_config"]["opc"] and train["train_config"]["w_sem"] in (1, 10, 100, 1000)
+    # w_sem and the threshold were chosen on validation against cf; the choice is printed
+    recipe = manifest["full_recipe"]
+    assert recipe["w_sem"] == train["train_config"]["w_sem"] and recipe["split"] == "valid"
+    assert "full: w_sem" in result.output and "pseudo-labels call" in result.output
     assert train["tower"]["text_dim"] == 384 and train["tower"]["visual_dim"] == 1280
     labels = train["notes"]["semantic_labels"]
     assert 0 < labels["positive_share_of_pairs"] < 1 and labels["threshold"] > 0
@@ -109,8 +113,9 @@ def test_auto_preset_chooses_on_validation_and_balanced_is_its_alias(content_run
 
 def test_tune_blend_and_recommend_on_a_content_model(content_run):
     result = runner.invoke(app, ["train", str(content_run), "--preset", "full", "--epochs", "1",
-                                 "--no-progress"])
+                                 "--w-sem", "500", "--no-progress"])
     assert result.exit_code == 0, result.output
+    assert "full: w_sem" not in result.output  # an explicit w_sem is not searched
     result = runner.invoke(app, ["tune-blend", str(content_run), "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((content_run / "manifest.json").read_text())

@@ -98,36 +98,47 @@ def _value(row: dict, metric: str) -> float | None:
 
 def choose_operating_point(rows: list[dict], tolerance: float = TOLERANCE,
                            prefer: Literal["relevance", "engagement"] = "relevance",
-                           reference: str = "cf") -> dict:
+                           reference: str = "cf", reference_eligible: bool = True) -> dict:
     """The rule of :mod:`relrec.train.operating_point` over validation ``rows`` (each with
-    ``name`` and metric entries ``{"value": …}``). Returns ``{"name", "rule", "eligible"}``.
+    ``name`` and metric entries ``{"value": …}``). Returns ``{"name", "rule", "eligible",
+    "met"}``.
 
-    Ties go to the earlier row (the one that trusts content less)."""
+    ``reference_eligible=False``: the reference only sets the floor (``full`` chooses among its
+    own settings against ``cf``); when no other row reaches the floor, the row closest to it
+    (highest guarded metric) is returned with ``met = False``. Ties go to the earlier row (the
+    one that trusts content less)."""
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
     base = next((row for row in rows if row["name"] == reference), None)
     if base is None:
         raise ValueError(f"no {reference!r} row to compare with")
+    pool = rows if reference_eligible else [row for row in rows if row["name"] != reference]
+    if not pool:
+        raise ValueError(f"no candidate besides {reference!r} to choose from")
     has_relevance = _value(base, RELEVANCE) is not None
     if not has_relevance:
-        best = max(rows, key=lambda row: _value(row, ENGAGEMENT))
-        return {"name": best["name"], "eligible": [row["name"] for row in rows],
+        best = max(pool, key=lambda row: _value(row, ENGAGEMENT))
+        return {"name": best["name"], "eligible": [row["name"] for row in pool], "met": True,
                 "rule": "highest validation recall@10 (no topic labels to judge relevance)"}
     if prefer == "relevance":
-        floor = _value(base, ENGAGEMENT) * (1 - tolerance)
-        eligible = [row for row in rows if _value(row, ENGAGEMENT) >= floor]
-        best = max(eligible, key=lambda row: _value(row, RELEVANCE))
-        rule = (f"highest validation topic match@10 among candidates whose validation "
-                f"recall@10 ≥ {reference}'s × (1 − {tolerance:g}) = {floor:.4f}")
+        guarded, maximised, guarded_name = ENGAGEMENT, RELEVANCE, "recall@10"
+        maximised_name = "topic match@10"
     elif prefer == "engagement":
-        floor = _value(base, RELEVANCE) * (1 - tolerance)
-        eligible = [row for row in rows if _value(row, RELEVANCE) >= floor]
-        best = max(eligible, key=lambda row: _value(row, ENGAGEMENT))
-        rule = (f"highest validation recall@10 among candidates whose validation topic "
-                f"match@10 ≥ {reference}'s × (1 − {tolerance:g}) = {floor:.4f}")
+        guarded, maximised, guarded_name = RELEVANCE, ENGAGEMENT, "topic match@10"
+        maximised_name = "recall@10"
     else:
         raise ValueError(f"prefer must be 'relevance' or 'engagement', got {prefer!r}")
-    return {"name": best["name"], "rule": rule, "eligible": [row["name"] for row in eligible]}
+    floor = _value(base, guarded) * (1 - tolerance)
+    eligible = [row for row in pool if _value(row, guarded) >= floor]
+    rule = (f"highest validation {maximised_name} among candidates whose validation "
+            f"{guarded_name} ≥ {reference}'s × (1 − {tolerance:g}) = {floor:.4f}")
+    if not eligible:  # only possible when the reference itself is not a candidate
+        best = max(pool, key=lambda row: _value(row, guarded))
+        return {"name": best["name"], "eligible": [], "met": False,
+                "rule": rule + f"; none reached it, so the highest validation {guarded_name}"}
+    best = max(eligible, key=lambda row: _value(row, maximised))
+    return {"name": best["name"], "rule": rule, "eligible": [row["name"] for row in eligible],
+            "met": True}
 
 
 def _row(name: str, candidate: str, summary: dict, blend: float, **extra) -> dict:
@@ -294,11 +305,7 @@ def _install(run_dir: Path, chosen: dict, refit: dict | None) -> dict:
     """Copy the served model (the refit, else the chosen candidate) to ``RUN/model`` (what
     export and serve read) and record its ranking (the content blend) in the run's
     configuration."""
-    source = run_dir / (refit["model"] if refit else chosen["model"])
-    target = run_dir / "model"
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint*", ".*.tmp"))
+    _serve_model(run_dir, refit["model"] if refit else chosen["model"])
     record_rank(run_dir, RankConfig(content_blend=chosen["content_blend"],
                                     blend_modalities=["text"]))
     section = (read_manifest(run_dir / REFIT_FOLDER).get("train") if refit
@@ -307,6 +314,119 @@ def _install(run_dir: Path, chosen: dict, refit: dict | None) -> dict:
         update_manifest(run_dir, "train", section)
     summary = json.loads((run_dir / chosen["model"] / "training.json").read_text())
     return {"best_epoch": summary["best_epoch"]}
+
+
+def _serve_model(run_dir: Path, model_name: str) -> None:
+    """Copy ``RUN/<model_name>`` to ``RUN/model`` (what export and serve read)."""
+    target = run_dir / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(run_dir / model_name, target,
+                    ignore=shutil.ignore_patterns("checkpoint*", ".*.tmp"))
+
+
+#: the paper's range of semantic weights (w_co = 1) and the two pseudo-label threshold rules
+FULL_W_SEM = (1.0, 10.0, 100.0, 1000.0)
+FULL_THRESHOLD_RULES = ("random-baseline", "quantile")
+#: ``full`` may lose at most this fraction of ``cf``'s validation recall@10
+FULL_TOLERANCE = 0.10
+
+
+def search_full_recipe(run_dir: str | Path, config: RunConfig, *, train,
+                       overrides: dict | None = None, search_threshold: bool = True,
+                       progress: bool = True, say=lambda line: None) -> dict:
+    """``relrec train --preset full``: the paper's recipe (text + visual + OPC + the semantic
+    task of eq. 4-5) with ``w_sem`` and the pseudo-label threshold taken from validation.
+
+    Trains ``cf`` (the floor), then ``full`` at each ``w_sem`` of :data:`FULL_W_SEM` with the
+    random-baseline threshold, keeps one by :func:`choose_operating_point` (highest validation
+    topic match@10 among settings whose recall@10 ≥ ``cf``'s × (1 − 0.10); none reaching it is
+    said plainly), then tries the other threshold rule at that weight. Each row carries the
+    pseudo-labels' agreement with co-engagement (share of co-engaged vs random pairs labelled
+    related). Installs the chosen model as ``RUN/model``; returns its training summary with the
+    record (manifest section ``full_recipe``)."""
+    run_dir = Path(run_dir)
+    run = RunData(run_dir)
+    overrides = dict(overrides or {})
+    segments = {"all": segment_pairs(run, "valid", config.evaluate)["all"]}
+    started = time.perf_counter()
+    rows: list[dict] = []
+    trained: dict[str, dict] = {}
+    plan = [("cf", "cf", {})] + [
+        (f"full, w_sem {w_sem:g}", "full", {"w_sem": w_sem,
+                                            "semantic_threshold_rule": "random-baseline"})
+        for w_sem in FULL_W_SEM]
+    columns = [TextColumn("[bold]full[/bold] {task.description}"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("{task.fields[leader]}")]
+
+    def run_trial(name: str, preset: str, settings: dict) -> None:
+        variant = config.model_copy(deep=True)
+        variant.train = resolve_train_config(config.train, preset, {**settings, **overrides})
+        variant.train = variant.train.model_copy(update={"preset": "full"})
+        model_name = f"{CANDIDATES_FOLDER}/{_folder(name)}"
+        trial_started = time.perf_counter()
+        summary = train(run_dir, variant, progress=False, max_seconds=None,
+                        model_name=model_name)
+        row = _score(run, run_dir, model_name, variant, segments, name, ())[0]
+        labels = summary.get("notes", {}).get("semantic_labels")
+        row.update({"model": model_name, "best_epoch": summary["best_epoch"],
+                    "train_seconds": round(time.perf_counter() - trial_started, 2),
+                    "w_sem": variant.train.w_sem if preset == "full" else 0.0,
+                    **({"semantic_labels": labels} if labels else {})})
+        rows.append(row)
+        trained[name] = {"train": variant.train.model_dump(mode="json"), "summary": summary,
+                         "model": model_name}
+
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task("cf", total=len(plan) + int(search_threshold), leader="")
+        for name, preset, settings in plan:
+            bar.update(task, description=name)
+            run_trial(name, preset, settings)
+            if len(rows) > 1:
+                leader = choose_operating_point(rows, FULL_TOLERANCE, reference_eligible=False)
+                bar.update(task, leader=f"leader: {leader['name']}")
+            bar.update(task, advance=1)
+        choice = choose_operating_point(rows, FULL_TOLERANCE, reference_eligible=False)
+        if search_threshold:
+            w_sem = next(row["w_sem"] for row in rows if row["name"] == choice["name"])
+            name = f"full, w_sem {w_sem:g}, median threshold"
+            bar.update(task, description=name)
+            run_trial(name, "full", {"w_sem": w_sem, "semantic_threshold_rule": "quantile"})
+            bar.update(task, advance=1)
+            choice = choose_operating_point(rows, FULL_TOLERANCE, reference_eligible=False)
+    chosen = next(row for row in rows if row["name"] == choice["name"])
+    _serve_model(run_dir, chosen["model"])
+    section = read_manifest(run_dir).get(f"train:{chosen['model']}")
+    if section is not None:
+        update_manifest(run_dir, "train", section)
+    cf_recall = _value(rows[0], ENGAGEMENT)
+    loss = 1 - _value(chosen, ENGAGEMENT) / cf_recall if cf_recall else 0.0
+    labels = chosen.get("semantic_labels") or {}
+    record = {"split": "valid", "rule": choice["rule"], "met": choice["met"],
+              "chosen": chosen["name"], "w_sem": chosen["w_sem"],
+              "threshold": labels.get("threshold"), "threshold_rule": labels.get("rule"),
+              "pseudo_label_agreement": {key: labels.get(key) for key in (
+                  "positive_share_of_pairs", "positive_share_of_random_pairs",
+                  "co_engagement_lift")},
+              "recall_loss_vs_cf": round(loss, 4), "rows": rows,
+              "search_seconds": round(time.perf_counter() - started, 2)}
+    update_manifest(run_dir, "full_recipe", record)
+    agreement = record["pseudo_label_agreement"]
+    lift = agreement["co_engagement_lift"]
+    versus_cf = (f"{100 * loss:.1f}% below cf's" if loss > 0 else "not below cf's")
+    say(f"full: w_sem {chosen['w_sem']:g}, {labels.get('rule', 'no semantic labels')} "
+        f"({choice['rule']}); validation recall@10 {versus_cf}")
+    if lift is not None:
+        say(f"full: pseudo-labels call {100 * agreement['positive_share_of_pairs']:.1f}% of "
+            f"co-engaged training pairs related vs "
+            f"{100 * agreement['positive_share_of_random_pairs']:.1f}% of random pairs "
+            f"(×{lift:.2f})")
+    if not choice["met"]:
+        say(f"full: every w_sem in 1:1 … 1:1000 loses more than {FULL_TOLERANCE:.0%} of cf's "
+            "validation recall@10 on this data; the paper's recipe does not suit it — use "
+            "--preset auto")
+    return {**trained[chosen["name"]]["summary"], "full_recipe": record,
+            "train_config": trained[chosen["name"]]["train"]}
 
 
 ALPHAS = (1.0, 0.75, 0.5, 0.25, 0.0)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relrec.config import RunConfig
+from relrec.config import RunConfig, TrainConfig
 from relrec.manifest import read_manifest, update_manifest
 from relrec.train.blend_tuning import set_rank_after_training
 from relrec.train.multihead import train_multihead_run
-from relrec.train.operating_point import choose_mtmh_alpha, search_operating_point
+from relrec.train.operating_point import (choose_mtmh_alpha, search_full_recipe,
+                                          search_operating_point)
 from relrec.train.presets import ALIASES, resolve_train_config
 from relrec.train.setup import prepare_training, reporting_interrupts
 from relrec.train.trainer import Trainer, resolve_device
@@ -34,15 +35,6 @@ def train_run(run_dir: str | Path, config: RunConfig, *, progress: bool = True,
         summary = trainer.fit(tower, setup.examples, max_seconds=max_seconds,
                               **setup.fit_arguments())
     return setup.finish(tower, summary, model_name)
-
-
-def paper_w_sem(run_dir: str | Path) -> tuple[float | None, str]:
-    """The ``full`` preset's w_sem: the validation choice of ``relrec study RUN paper`` when it
-    has run, else None (the paper's 1:500 stays)."""
-    choice = (read_manifest(run_dir).get("study_paper") or {}).get("full_ratio_choice")
-    if choice and choice.get("w_sem"):
-        return float(choice["w_sem"]), f"full preset: w_sem = {choice['w_sem']} ({choice['rule']})"
-    return None, "full preset: no `relrec study RUN paper` yet; using the paper's 1:500"
 
 
 def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None = None,
@@ -73,18 +65,26 @@ def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None =
                            "validation with the candidate")
         summary["preset"] = f"auto → {record['chosen']}"
         return summary
-    if (preset or config.train.preset) == "full" and "w_sem" not in overrides \
-            and "w_sem" not in config.train.model_fields_set:
-        w_sem, note = paper_w_sem(run_dir)
-        if w_sem is not None:
-            overrides["w_sem"] = w_sem
-        say(note)
-    config = config.model_copy(deep=True)
-    config.train = resolve_train_config(config.train, preset, overrides)
-    resolve_device(config.train.device)  # an absent accelerator fails before any work
-    summary = train_run(run_dir, config, progress=progress)
-    if read_manifest(run_dir).get("operating_point"):  # RUN/model is no longer auto's choice
+    explicit = set(overrides) | config.train.model_fields_set
+    searches_full = (name == "full" and config.train.full_search
+                     and overrides.get("full_search", True) and "w_sem" not in explicit)
+    resolved = config.model_copy(deep=True)
+    resolved.train = resolve_train_config(config.train, preset, overrides)
+    resolve_device(resolved.train.device)  # an absent accelerator fails before any work
+    if searches_full:  # w_sem and the pseudo-label threshold from validation
+        summary = search_full_recipe(
+            run_dir, config, train=train_run, overrides=overrides, progress=progress,
+            search_threshold=not explicit & {"semantic_threshold", "semantic_threshold_rule"},
+            say=say)
+        resolved.train = TrainConfig.model_validate(summary["train_config"])
+    else:
+        summary = train_run(run_dir, resolved, progress=progress)
+    config = resolved
+    manifest = read_manifest(run_dir)
+    if manifest.get("operating_point"):  # RUN/model is no longer auto's choice
         update_manifest(run_dir, "operating_point", None)
+    if manifest.get("full_recipe") and not searches_full:
+        update_manifest(run_dir, "full_recipe", None)
     summary["rank"] = set_rank_after_training(run_dir, config, explicit_rank)
     if config.train.preset == "mtmh":
         summary["mtmh_alpha"] = choose_mtmh_alpha(run_dir, config, say=say)

@@ -122,20 +122,27 @@ def semantic_pair_labels(run: RunData, train_config: TrainConfig, notes: dict) -
     candidates = pairs["candidate_index"].to_numpy()
     scores = pair_cosine(vectors, triggers, candidates)
     both_ok = ok[triggers] & ok[candidates]
+    rng = np.random.default_rng(train_config.seed)
+    usable = np.flatnonzero(ok)
+    if not len(usable):
+        raise ValueError("no item has a text embedding: semantic labels (w_sem > 0) need text")
+    random_a, random_b = rng.choice(usable, 20000), rng.choice(usable, 20000)
+    random_scores = pair_cosine(vectors, random_a, random_b)
     if train_config.semantic_threshold is not None:
         threshold, rule = train_config.semantic_threshold, "given in the config"
     else:
-        rng = np.random.default_rng(train_config.seed)
-        usable = np.flatnonzero(ok)
-        random_a, random_b = rng.choice(usable, 20000), rng.choice(usable, 20000)
-        random_scores = pair_cosine(vectors, random_a, random_b)
         threshold, rule = choose_semantic_threshold(
             np.repeat(scores[both_ok], pairs["pair_count"].to_numpy()[both_ok]),
-            rule="random-baseline", random_pair_scores=random_scores)
+            rule=train_config.semantic_threshold_rule, random_pair_scores=random_scores)
     labels = semantic_labels(scores, threshold) & both_ok
     weighted_share = float((labels * pairs["pair_count"]).sum() / pairs["pair_count"].sum())
-    notes["semantic_labels"] = {"threshold": float(threshold), "rule": rule,
-                                "positive_share_of_pairs": weighted_share}
+    # agreement of the pseudo-labels with co-engagement: how much more often a co-engaged pair
+    # is labelled related than a random pair is
+    random_share = float(semantic_labels(random_scores, threshold).mean())
+    notes["semantic_labels"] = {
+        "threshold": float(threshold), "rule": rule,
+        "positive_share_of_pairs": weighted_share, "positive_share_of_random_pairs": random_share,
+        "co_engagement_lift": weighted_share / random_share if random_share > 0 else None}
     return labels
 
 
