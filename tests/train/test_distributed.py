@@ -98,6 +98,9 @@ def _worker(rank: int, port: int, out: str) -> None:
             trainer.ddp_module = wrap_ddp(tower)
             torch.save(_train_steps(trainer, tower, optimizer, dtype, logq),
                        Path(out) / f"case{case}_rank{rank}.pt")
+        # neither rank tears gloo down while the other may still be finishing the last
+        # all-reduce (a peer closing its pairs mid-message aborts the process)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

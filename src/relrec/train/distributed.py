@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"best epoch {summary['best_epoch']}, validation recall@"
                   f"{summary['early_stopping_k']} {summary['best_valid_recall']:.4f} "
                   f"({summary['seconds']:.0f}s)")
+        # every rank done before the pairs close (a peer closing mid-message aborts gloo);
+        # only on success: a failing rank leaves at once and torchrun stops the others
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
