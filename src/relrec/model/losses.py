@@ -18,7 +18,8 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
                          temperature: float, weights: torch.Tensor | None = None,
                          candidate_log_q: torch.Tensor | None = None,
                          positive_columns: torch.Tensor | None = None,
-                         normalizer: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         normalizer: float | None = None,
+                         scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted in-batch sampled-softmax cross-entropy (paper eq. 2, eq. 5-6).
 
     Accidental hits — a column j whose candidate is the same item as row i's positive, or is
@@ -32,6 +33,8 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
     ``positive_columns`` gives row i's positive column (default ``i``); a distributed caller
     passes the rank's offset into the gathered candidates. ``normalizer`` defaults to the number
     of rows (a plain mean when all weights are 1); DDP passes the global batch size.
+    ``scores``: the B×B ``trigger · candidate / temperature`` already computed by the caller
+    (a loss that shares them, e.g. the MTMH distillation), used instead of a second matmul.
     """
     rows = trigger_embeddings.shape[0]
     if positive_columns is None:
@@ -48,8 +51,11 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
     else:
         bias = torch.zeros(accidental.shape, dtype=trigger_embeddings.dtype,
                            device=accidental.device).masked_fill_(accidental, float("-inf"))
-    logits = torch.addmm(bias, trigger_embeddings, candidate_embeddings.T,
-                         alpha=1.0 / temperature)
+    if scores is None:
+        logits = torch.addmm(bias, trigger_embeddings, candidate_embeddings.T,
+                             alpha=1.0 / temperature)
+    else:
+        logits = scores + bias
     cross_entropy = F.cross_entropy(logits, positive_columns, reduction="none")
     if weights is None:
         weights = torch.ones_like(cross_entropy)

@@ -202,9 +202,9 @@ class ItemTower(nn.Module):
     def _finish(self, vectors: torch.Tensor) -> torch.Tensor:
         return F.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
-    def all_heads(self, items: torch.Tensor, known: torch.Tensor | None = None
-                  ) -> dict[str, torch.Tensor]:
-        shared = self.features(items, known)
+    def all_heads(self, items: torch.Tensor, known: torch.Tensor | None = None,
+                  id_dropped: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        shared = self.features(items, known, id_dropped)
         return {name: self._finish(layer(shared)) for name, layer in self.heads.items()}
 
     # -- persistence: config JSON + safetensors, one call each ------------------------------

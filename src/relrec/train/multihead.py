@@ -42,7 +42,7 @@ from relrec.model.losses import sampled_softmax_loss
 from relrec.model.tower import ItemTower
 from relrec.content.store import fused_content
 from relrec.train.setup import prepare_training, reporting_interrupts
-from relrec.train.trainer import Trainer, embedding_recall
+from relrec.train.trainer import Trainer, embedding_recall, unique_rows_forward
 from relrec.vectors import l2_normalize
 
 ENGAGEMENT, RELEVANCE = "engagement", "relevance"
@@ -59,11 +59,14 @@ def masked_distillation_kl(trigger_vectors: torch.Tensor, candidate_vectors: tor
                            trigger_content: torch.Tensor, candidate_content: torch.Tensor,
                            temperature: float, content_temperature: float,
                            column_mask: torch.Tensor | None = None,
-                           row_mask: torch.Tensor | None = None) -> torch.Tensor:
+                           row_mask: torch.Tensor | None = None,
+                           model_logits: torch.Tensor | None = None) -> torch.Tensor:
     """MTMH eq. 2 with masks: mean over usable triggers of KL(P_content ‖ Q_model).
 
     ``column_mask`` (B_t, B_c) True = column takes part; ``row_mask`` (B_t,) True = trigger
     takes part. Without masks this equals :func:`relrec.model.losses.distillation_kl`.
+    ``model_logits``: ``cos(trigger, candidate) / temperature`` when the caller has it already
+    (the relevance head's own ``L_co`` scores), so it is not computed twice.
     """
     rows, columns = trigger_vectors.shape[0], candidate_vectors.shape[0]
     if column_mask is None:
@@ -73,19 +76,24 @@ def masked_distillation_kl(trigger_vectors: torch.Tensor, candidate_vectors: tor
     row_mask = row_mask & column_mask.any(dim=1)
     if not bool(row_mask.any()):
         return trigger_vectors.sum() * 0.0
-    neg_inf = torch.tensor(float("-inf"), device=trigger_vectors.device)
-    q_logits = torch.where(column_mask, trigger_vectors @ candidate_vectors.T / temperature,
-                           neg_inf)
-    log_q = F.log_softmax(q_logits[row_mask], dim=1)
+    every_row = bool(row_mask.all())  # the common case: no B×B row copies
+
+    def rows_of(matrix):
+        return matrix if every_row else matrix[row_mask]
+
+    if model_logits is None:
+        model_logits = trigger_vectors @ candidate_vectors.T / temperature
+    log_q = F.log_softmax(rows_of(model_logits).masked_fill(~rows_of(column_mask),
+                                                            float("-inf")), dim=1)
+    usable = rows_of(column_mask)
     with torch.no_grad():
-        p_logits = torch.where(column_mask,
-                               trigger_content @ candidate_content.T / content_temperature,
-                               neg_inf)
-        log_p = F.log_softmax(p_logits[row_mask], dim=1)
+        p_logits = rows_of(trigger_content @ candidate_content.T / content_temperature)
+        log_p = F.log_softmax(p_logits.masked_fill(~usable, float("-inf")), dim=1)
         p = log_p.exp()
-    usable = column_mask[row_mask]
-    terms = torch.where(usable, p * (log_p - log_q), torch.zeros_like(log_q))
-    return terms.sum() / int(row_mask.sum())
+        # Σ p·log p is a constant of the teacher; only Σ p·log q carries a gradient
+        entropy_term = torch.where(usable, p * log_p, torch.zeros_like(p)).sum()
+    cross_term = (p * log_q.masked_fill(~usable, 0.0)).sum()
+    return (entropy_term - cross_term) / int(row_mask.sum())
 
 
 class MultiHeadTrainer(Trainer):
@@ -110,7 +118,9 @@ class MultiHeadTrainer(Trainer):
             self.teacher = self.teacher.to(batch_triggers.device)
             self.teacher_ok = self.teacher_ok.to(batch_triggers.device)
         items = torch.cat([batch_triggers, batch_candidates])
-        outputs = tower.all_heads(items)
+        outputs = unique_rows_forward(
+            lambda rows, dropped: tower.all_heads(rows, id_dropped=dropped), items,
+            tower.id_dropout_mask(items.shape))
         log_q = log_q_table[batch_candidates] if log_q_table is not None else None
         total = 0.0
         for head in self.heads:
@@ -120,17 +130,23 @@ class MultiHeadTrainer(Trainer):
                 vectors = F.normalize(vectors, dim=-1)
             temperature = config.relevance_temperature if unit else config.temperature
             trigger_vectors, candidate_vectors = vectors.split(len(batch_triggers))
+            distils = head in self.kl_heads and config.relevance_weight > 0
+            # a unit head's L_co scores are exactly the KL's model logits: computed once
+            scores = (trigger_vectors @ candidate_vectors.T / temperature
+                      if distils and unit else None)
             loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors, batch_triggers,
-                                           batch_candidates, temperature, batch_weights, log_q)
+                                           batch_candidates, temperature, batch_weights, log_q,
+                                           scores=scores)
             total = total + loss
-            if head in self.kl_heads and config.relevance_weight > 0:
+            if distils:
                 column_mask = (self.teacher_ok[batch_candidates].unsqueeze(0)
                                & (batch_candidates.unsqueeze(0) != batch_triggers.unsqueeze(1)))
                 kl = masked_distillation_kl(
                     F.normalize(trigger_vectors, dim=-1), F.normalize(candidate_vectors, dim=-1),
                     self.teacher[batch_triggers], self.teacher[batch_candidates],
                     config.relevance_temperature, config.content_temperature,
-                    column_mask=column_mask, row_mask=self.teacher_ok[batch_triggers])
+                    column_mask=column_mask, row_mask=self.teacher_ok[batch_triggers],
+                    model_logits=scores)
                 total = total + config.relevance_weight * kl
         return total
 
