@@ -152,3 +152,43 @@ def test_checkpoint_of_another_configuration_is_not_resumed_and_says_so(tmp_path
     _, again = fit(tmp_path, TrainConfig(**{**CONFIG, "learning_rate": 0.02,
                                             "max_epochs": 4}), name="run")
     assert again["resumed_from_epoch"] == 3 and "checkpoint_ignored" not in again
+
+
+def test_cosine_schedule_warms_up_decays_to_zero_and_constant_is_flat():
+    from relrec.train.trainer import learning_rate_factor
+
+    assert [learning_rate_factor(step, 10, "constant") for step in (0, 9)] == [1.0, 1.0]
+    cosine = [learning_rate_factor(step, 100, "cosine") for step in range(101)]
+    assert cosine[0] == 1.0 and cosine[50] == pytest.approx(0.5) and cosine[100] == 0.0
+    assert all(a >= b for a, b in zip(cosine, cosine[1:])), "decay is monotone"
+    warm = [learning_rate_factor(step, 100, "cosine", warmup_fraction=0.1) for step in range(12)]
+    assert warm[:10] == pytest.approx([(s + 1) / 10 for s in range(10)]) and warm[10] == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        learning_rate_factor(0, 10, "linear")
+
+
+def test_schedule_length_in_steps():
+    """cosine: schedule_epochs of steps, at least schedule_min_steps, never past max_epochs."""
+    from relrec.train.trainer import training_steps
+
+    cosine = TrainConfig(learning_rate_schedule="cosine", schedule_epochs=3,
+                         schedule_min_steps=500, max_epochs=30)
+    assert training_steps(cosine, 320) == 960          # ml-latest-small: 3 epochs
+    assert training_steps(cosine, 10) == 300           # a small set: max_epochs caps ...
+    assert training_steps(cosine.model_copy(update={"max_epochs": 100}), 10) == 500  # ... floor
+    assert training_steps(cosine.model_copy(update={"max_epochs": 2}), 320) == 640
+    constant = TrainConfig(learning_rate_schedule="constant", max_epochs=7)
+    assert training_steps(constant, 320) == 7 * 320
+
+
+def test_cosine_run_ends_at_the_schedule_and_its_rate_reaches_zero(tmp_path):
+    """The last epoch is cut where the decay ends (history: ceil(steps / epoch) epochs), and a
+    run with the rate schedule differs from the constant one."""
+    base = {**CONFIG, "max_epochs": 30, "patience": 100}
+    config = TrainConfig(**base, learning_rate_schedule="cosine", schedule_epochs=2.5,
+                         schedule_min_steps=1)
+    tower, summary = fit(tmp_path, config, name="cosine")
+    assert len(summary["history"]) == 3
+    constant, _ = fit(tmp_path, TrainConfig(**{**base, "max_epochs": 3},
+                                            learning_rate_schedule="constant"), name="constant")
+    assert not torch.equal(tower.id_embedding.weight, constant.id_embedding.weight)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -154,6 +155,36 @@ def reproducible_torch(config: TrainConfig, device: torch.device):
         torch.backends.cudnn.deterministic = cudnn_deterministic
 
 
+def learning_rate_factor(step: int, total_steps: int, schedule: str,
+                         warmup_fraction: float = 0.0) -> float:
+    """The multiplier of the base learning rate at optimizer step ``step`` (0-based) of
+    ``total_steps``. ``constant``: 1. ``cosine`` (Loshchilov & Hutter 2017, SGDR eq. 5 without
+    restarts): linear warm-up to 1 over ``warmup_fraction·total_steps``, then
+    ``½(1 + cos(π·t))`` with ``t`` the share of the remaining steps done, reaching 0 at the end.
+    A pure function of the step, so a resumed run continues the same schedule."""
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    warmup = int(warmup_fraction * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def training_steps(config: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of a whole run. ``constant``: ``max_epochs`` epochs (early stopping may
+    end it sooner). ``cosine``: the schedule's length, ``schedule_epochs`` epochs but at least
+    ``schedule_min_steps`` steps (a small catalogue still gets a real decay), never past
+    ``max_epochs``."""
+    most = config.max_epochs * batches_per_epoch
+    if config.learning_rate_schedule == "constant":
+        return most
+    return min(most, max(math.ceil(config.schedule_epochs * batches_per_epoch),
+                         config.schedule_min_steps))
+
+
 class OptimizerGroup:
     """Several optimizers stepped as one (SparseAdam for the ID table, Adam for the rest)."""
 
@@ -167,6 +198,11 @@ class OptimizerGroup:
     def step(self) -> None:
         for optimizer in self.optimizers:
             optimizer.step()
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
 
 
 def unique_rows_forward(forward, items: torch.Tensor, id_dropped: torch.Tensor | None):
@@ -348,14 +384,18 @@ class Trainer:
         weights = torch.as_tensor(examples.weights).to(device)
         n_examples = len(examples)
         batches_per_epoch = max(1, n_examples // config.batch_size)
+        scheduled = config.learning_rate_schedule != "constant"
+        total_steps = training_steps(config, batches_per_epoch)
+        epochs = math.ceil(total_steps / batches_per_epoch)
         started = time.perf_counter()
         stopped_by_time = False
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeRemainingColumn()]
         with Progress(*columns, disable=not self.progress, transient=False) as progress:
-            task = progress.add_task("train", total=config.max_epochs * batches_per_epoch,
-                                     completed=start_epoch * batches_per_epoch, status="")
-            for epoch in range(start_epoch, config.max_epochs):
+            task = progress.add_task("train", total=total_steps,
+                                     completed=min(total_steps, start_epoch * batches_per_epoch),
+                                     status="")
+            for epoch in range(start_epoch, epochs):
                 if stale > config.patience and config.keep_epoch == "best":
                     break
                 tower.train()
@@ -364,12 +404,18 @@ class Trainer:
                     np.random.default_rng(config.seed + epoch).permutation(n_examples)
                 ).to(device)
                 epoch_loss = 0.0
-                for batch in range(batches_per_epoch):
+                # the schedule's last epoch may be cut: it ends where the decay reaches 0
+                epoch_steps = min(batches_per_epoch, total_steps - epoch * batches_per_epoch)
+                for batch in range(epoch_steps):
                     # a time limit may cut an epoch short once one epoch has been validated
                     if (max_seconds is not None and best["epoch"] >= 0
                             and time.perf_counter() - started > max_seconds):
                         stopped_by_time = True
                         break
+                    if scheduled:
+                        optimizer.set_learning_rate(config.learning_rate * learning_rate_factor(
+                            epoch * batches_per_epoch + batch, total_steps,
+                            config.learning_rate_schedule, config.warmup_fraction))
                     rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]
                     batch_triggers, batch_candidates = triggers[rows], candidates[rows]
                     loss = self.batch_loss(tower, batch_triggers, batch_candidates, weights[rows],
@@ -378,17 +424,17 @@ class Trainer:
                     loss.backward()
                     optimizer.step()
                     self.position = {"epoch": epoch, "step": batch + 1,
-                                     "steps": batches_per_epoch, "epochs": config.max_epochs}
+                                     "steps": epoch_steps, "epochs": epochs}
                     epoch_loss += float(loss.detach())
                     progress.update(task, advance=1,
                                     status=f"epoch {epoch} loss {epoch_loss / (batch + 1):.3f}")
                 if stopped_by_time:
                     break
-                self.position = {"epoch": epoch, "step": batches_per_epoch, "validating": True,
-                                 "steps": batches_per_epoch, "epochs": config.max_epochs}
+                self.position = {"epoch": epoch, "step": epoch_steps, "validating": True,
+                                 "steps": epoch_steps, "epochs": epochs}
                 recall = validation_recall(tower, eligible, known, valid_triggers, valid_targets,
                                            config.early_stopping_k)
-                record = {"epoch": epoch, "loss": epoch_loss / batches_per_epoch,
+                record = {"epoch": epoch, "loss": epoch_loss / epoch_steps,
                           f"valid_recall@{config.early_stopping_k}": recall,
                           "seconds": time.perf_counter() - started}
                 self.history.append(record)
