@@ -21,7 +21,7 @@ from relrec.config import EvaluateConfig, RunConfig
 from relrec.evaluate.bootstrap import bootstrap_interval, paired_bootstrap_difference
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs, share_among_units
 from relrec.evaluate.metrics import PerTrigger, intra_list_diversity_at_k
-from relrec.studies.report import split_notes, StudyResult, StudyRow, write_report
+from relrec.studies.report import pyplot, split_notes, StudyResult, StudyRow, write_report
 from relrec.evaluate.sealed import open_test_period
 from relrec.manifest import atomic_write_json
 from relrec.run import RunData
@@ -77,7 +77,7 @@ def _ne_interval(p: np.ndarray, y: np.ndarray, rows: np.ndarray, background: flo
 def calibration_plot(similarity, labels, predictions: dict[str, np.ndarray], path: Path,
                      buckets: int = 10) -> tuple[Path, dict]:
     """Calibration = Σ predicted / Σ observed per similarity bucket (CAViaR eq. 3, Fig. 2)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     edges = np.unique(np.quantile(similarity, np.linspace(0, 1, buckets + 1)))
     bucket = np.clip(np.searchsorted(edges, similarity, side="right") - 1, 0, len(edges) - 2)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from relrec.config import RunConfig
 from relrec.evaluate.evaluation import evaluate_system, paired_differences, segment_pairs
-from relrec.studies.report import (ENGAGEMENT, RELEVANCE, split_notes, StudyResult, StudyRow,
-                                    write_report)
+from relrec.studies.report import (ENGAGEMENT, RELEVANCE, pyplot, split_notes, StudyResult,
+                                    StudyRow, write_report)
 from relrec.evaluate.sealed import open_test_period
 from relrec.run import RunData
 from relrec.evaluate.peers import ContentKNN
@@ -51,7 +51,7 @@ def train_variants(run_dir: str | Path, config: RunConfig, variants=("mtmh", "mt
 
 def alpha_curve_plot(result: StudyResult, path: Path) -> Path:
     """Recall@10 (y) against the relevance metric (x) along the α sweep, with intervals."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5.5))
     points = result.curves.get("alpha", [])

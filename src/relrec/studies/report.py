@@ -14,14 +14,20 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from relrec.manifest import atomic_write_bytes, atomic_write_json  # noqa: E402
+from relrec.manifest import atomic_write_bytes, atomic_write_json
 from relrec.evaluate.evaluation import FEW_USERS_WARNING
 from relrec.evaluate.sealed import reads_line
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a figure is drawn:
+    every ``relrec`` command imports this module, and matplotlib costs ~0.35 s of start-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
 
 ENGAGEMENT = "recall@10"
 RELEVANCE = "topic_match_rate@10"
@@ -117,6 +123,7 @@ def _errorbar(ax, entries_x, entries_y, label, marker="o", color=None):
 
 
 def tradeoff_plot(result: StudyResult, path: Path) -> Path:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 6))
     for position, row in enumerate(result.rows):
         engagement, relevance = _metric(row, ENGAGEMENT), _metric(row, result.relevance_metric)
@@ -138,6 +145,7 @@ def tradeoff_plot(result: StudyResult, path: Path) -> Path:
 
 def curve_plot(result: StudyResult, curve: str, path: Path) -> Path:
     points = result.curves[curve]
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     xs = [point["x"] for point in points]
     for metric, color in ((ENGAGEMENT, "tab:blue"), (result.relevance_metric, "tab:orange")):
@@ -164,6 +172,7 @@ def curve_plot(result: StudyResult, curve: str, path: Path) -> Path:
 def bucket_plot(result: StudyResult, path: Path) -> Path:
     segments = ["all", "popular_triggers", "unpopular_triggers"]
     rows = [row for row in result.rows if all(_metric(row, ENGAGEMENT, s) for s in segments)]
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     width = 0.8 / max(len(rows), 1)
     for axis, metric in zip(axes, (ENGAGEMENT, result.relevance_metric)):
