@@ -299,7 +299,7 @@ def test_a_manifest_cannot_make_the_service_download_a_model(run_copy, make_sett
                                                              monkeypatch):
     import sentence_transformers
 
-    from relrec.serve.engine import default_text_encoder
+    from relrec.serve.runtime_items import default_text_encoder
 
     loaded = []
 

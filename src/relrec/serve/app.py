@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relrec.serve.engine import ServeError
+from relrec.serve.errors import ServeError
 from relrec.serve.limits import ConcurrencyLimits, RouteLabels
 from relrec.serve.middleware import BodyLimitAndMetrics, error_response
 from relrec.serve.routes import ROUTERS

@@ -6,7 +6,8 @@ import base64
 import binascii
 import io
 
-from relrec.serve.engine import ServedModel, ServeError
+from relrec.serve.engine import ServedModel
+from relrec.serve.errors import ServeError
 from relrec.serve.schemas import ContentRequest
 
 

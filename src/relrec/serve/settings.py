@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relrec.serve.engine import default_text_encoder
+from relrec.serve.runtime_items import default_text_encoder
 
 
 @dataclass

@@ -21,8 +21,10 @@ from relrec.serve.bundle import (
     record_last_good,
     stage_bundle,
 )
-from relrec.serve.engine import ServedModel, ServeError, default_text_encoder
+from relrec.serve.engine import ServedModel
+from relrec.serve.errors import ServeError
 from relrec.serve.limits import RouteLabels
+from relrec.serve.runtime_items import default_text_encoder
 from relrec.serve.settings import Settings
 from relrec.serve.state_dir import (
     clean_orphaned_staging,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Request
 from fastapi.routing import APIRoute
 
-from relrec.serve.engine import ServeError
+from relrec.serve.errors import ServeError
 from relrec.serve.routes.common import ADMIN_ERRORS
 from relrec.serve.schemas import AvailabilityRequest, NewItemsRequest, RunName
 from relrec.serve.settings import Settings

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi.responses import Response
 
-from relrec.serve.engine import ServedModel, ServeError
+from relrec.serve.engine import ServedModel
+from relrec.serve.errors import ServeError
 from relrec.serve.schemas import ErrorResponse
 from relrec.serve.settings import Settings
 

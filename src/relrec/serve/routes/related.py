@@ -8,7 +8,8 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Route
 
-from relrec.serve.engine import ServedModel, ServeError
+from relrec.serve.engine import ServedModel
+from relrec.serve.errors import ServeError
 from relrec.serve.images import check_image
 from relrec.serve.render import dumps, list_body
 from relrec.serve.routes.common import (

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
-from relrec.serve.engine import ServeError
+from relrec.serve.errors import ServeError
 from relrec.serve.schemas import ErrorResponse, RunName
 from relrec.serve.state import ServiceState
 
