@@ -13,7 +13,7 @@ with ``"data_end"``. Everything downstream reads tags from items.parquet:
   on the labels;
 * the served reasons (``serve.engine.ServedModel.reasons``) are shared *topics* (display
   only, never tags), the text similarity of ``content/text.npy`` vectors (or, without them,
-  ``serve.engine.item_text(run.items)`` — the same ``item_text``) and co-engagement counts
+  ``serve.runtime_items`` uses ``item_text(run.items)`` — the same ``item_text``) and co-engagement counts
   from the training pairs. None of them reads tags any other way, so items.parquet +
   ``item_text`` being free of the late tag is enough for the reasons too.
 """
@@ -175,7 +175,7 @@ def embedded_run(tmp_path, name, tags, monkeypatch):
 def test_late_tag_never_reaches_encoder_labels_or_reasons(tmp_path, monkeypatch):
     """The same data with and without the late tags gives identical items, encoder inputs,
     text vectors and pseudo-labels: the late tags have no effect at all."""
-    from relrec.serve.engine import item_text as served_item_text
+    from relrec.serve.runtime_items import item_text as served_item_text
     from relrec.train.setup import semantic_pair_labels
     from relrec.content.store import load_content
 

@@ -35,8 +35,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-# re-exported: tests/data/test_time_true_content.py checks the text served from here
-from relrec.content.text import item_text  # noqa: F401
 from relrec.index.base import drop_filtered
 from relrec.related import RelatedItems
 from relrec.serve.bundle import BundleError, StagedBundle
