@@ -166,7 +166,9 @@ def train(run_dir: Path = typer.Argument(...),
           tolerance: Optional[float] = typer.Option(
               None, help="auto: fraction of cf's validation metric a candidate may lose "
               "(default 0.02)"),
-          epochs: Optional[int] = typer.Option(None, help="max epochs"),
+          epochs: Optional[int] = typer.Option(
+              None, help="max epochs: a cap (the default cosine schedule is the train section's "
+              "schedule_epochs long, 3)"),
           batch_size: Optional[int] = typer.Option(None),
           temperature: Optional[float] = typer.Option(None),
           seed: Optional[int] = typer.Option(None),
