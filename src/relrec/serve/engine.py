@@ -17,8 +17,8 @@ run's content blend). On top it adds:
   topics never rank anything), text similarity, co-engagement count in the training pairs.
 
 Elsewhere: the ids, titles, topics and images a response shows are
-:class:`relrec.serve.catalogue.Catalogue` (``ServedModel.catalogue``; the methods routes use
-are delegated); the items added at run time (``POST /admin/items``), the text encoder and the
+:class:`relrec.serve.catalogue.Catalogue` (``ServedModel.catalogue``, which the routes
+query directly); the items added at run time (``POST /admin/items``), the text encoder and the
 content path of a new item's metadata are :class:`relrec.serve.runtime_items.RuntimeItemsMixin`;
 a refused request is :class:`relrec.serve.errors.ServeError`.
 """
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,31 +186,6 @@ class ServedModel(RuntimeItemsMixin):
                 "precomputed_k": self.pre_k, "precomputed_note": self.precomputed_note,
                 "text_input": bool(config.text_dim), "visual_input": bool(config.visual_dim),
                 "reranker": self.has_reranker}
-
-    # -- ids and metadata (the catalogue's) ------------------------------------------------
-    def require_indices(self, item_ids: Sequence[str]) -> list[int]:
-        return self.catalogue.require_indices(item_ids)
-
-    def exclusion_indices(self, item_ids) -> np.ndarray:
-        return self.catalogue.exclusion_indices(item_ids)
-
-    def item_id(self, index: int) -> str:
-        return self.catalogue.item_id(index)
-
-    def title(self, index: int) -> str:
-        return self.catalogue.title(index)
-
-    def describe(self, index: int) -> dict:
-        return self.catalogue.describe(index)
-
-    def resolve_image(self, index: int) -> Path | None:
-        return self.catalogue.resolve_image(index)
-
-    def image_link(self, index: int) -> str | None:
-        return self.catalogue.image_link(index)
-
-    def search_titles(self, query: str, limit: int) -> list[dict]:
-        return self.catalogue.search_titles(query, limit)
 
     # -- reasons ---------------------------------------------------------------------------
     def _text_rows(self, indices: np.ndarray, dim: int | None = None):

@@ -49,8 +49,8 @@ def check_image(model: ServedModel, request: ContentRequest) -> str | None:
             raise ServeError(422, "invalid_request",
                              "image_base64: not a readable image file")
     elif request.image_item_id is not None:
-        index = model.require_indices([request.image_item_id])[0]
-        if model.resolve_image(index) is None:
+        index = model.catalogue.require_indices([request.image_item_id])[0]
+        if model.catalogue.resolve_image(index) is None:
             raise ServeError(422, "invalid_request",
                              f"image_item_id: item {request.image_item_id!r} has no image "
                              "file in the server's image folder")

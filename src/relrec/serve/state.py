@@ -257,7 +257,7 @@ class ServiceState:
         key = (id(model), self.generation, len(model.extras))
         cached = self._banned_cache.get(model.name)
         if cached is None or cached[0] != key:
-            banned = model.exclusion_indices(self.blocklist | self.unavailable)
+            banned = model.catalogue.exclusion_indices(self.blocklist | self.unavailable)
             banned.setflags(write=False)
             cached = (key, banned)
             self._banned_cache[model.name] = cached

@@ -22,13 +22,13 @@ def router(state: ServiceState) -> APIRouter:
         """Items whose title contains ``q`` (case-insensitive), popular first."""
         model = state.model(run)
         return JSONBytes(dumps({"run": model.name, "model_version": model.version,
-                                "items": model.search_titles(q, limit)}))
+                                "items": model.catalogue.search_titles(q, limit)}))
 
     @api.get("/v1/items/{item_id}", responses=ERRORS, response_class=JSONBytes)
     async def item(item_id: Annotated[str, PathParam(min_length=1, max_length=256)],
                    run: RunName = "main"):
         model = state.model(run)
-        index = model.require_indices([item_id])[0]
-        return JSONBytes(dumps(dict(model.describe(index), model_version=model.version)))
+        index = model.catalogue.require_indices([item_id])[0]
+        return JSONBytes(dumps(dict(model.catalogue.describe(index), model_version=model.version)))
 
     return api

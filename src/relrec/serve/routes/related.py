@@ -36,7 +36,9 @@ def router(state: ServiceState) -> APIRouter:
 
     def banned(model: ServedModel, exclude: list[str]) -> np.ndarray:
         static = state.static_banned(model)
-        return np.union1d(static, model.exclusion_indices(exclude)) if exclude else static
+        if not exclude:
+            return static
+        return np.union1d(static, model.catalogue.exclusion_indices(exclude))
 
     def list_bodies(model: ServedModel, triggers: list[int], k: int, exclude: list[str],
                     alpha: float | None, diversify: bool, exact: bool) -> list[bytes]:
@@ -54,14 +56,15 @@ def router(state: ServiceState) -> APIRouter:
             entries = model.entries(rows[:, None], ranked.indices, ranked.scores)
             for j, row in enumerate(todo):
                 trigger = triggers[row]
-                head = {"item_id": model.item_id(trigger), "title": model.title(trigger),
+                head = {"item_id": model.catalogue.item_id(trigger),
+                        "title": model.catalogue.title(trigger),
                         "run": model.name, "model_version": model.version,
                         "mode": ranked.mode}
                 bodies[row] = list_body(head, entries[j], k, ranked.notes)
         return bodies
 
     def related_index(model, item_id, k, exclude, alpha, diversify, exact) -> JSONBytes:
-        trigger = model.require_indices([item_id])[0]
+        trigger = model.catalogue.require_indices([item_id])[0]
         return JSONBytes(list_bodies(model, [trigger], k, split_ids(s, exclude), alpha,
                                      diversify, exact)[0])
 
@@ -123,7 +126,7 @@ def router(state: ServiceState) -> APIRouter:
         check_k(s, request.k)
         model = state.model(request.run)
         check_diversify(model, request.diversify)
-        triggers = model.require_indices(request.item_ids)
+        triggers = model.catalogue.require_indices(request.item_ids)
         bodies = list_bodies(model, triggers, request.k, split_ids(s, request.exclude),
                              request.alpha, request.diversify, request.mode == "exact")
         return JSONBytes(b'{"run":%s,"model_version":"%s","results":[%s]}' % (
@@ -139,7 +142,7 @@ def router(state: ServiceState) -> APIRouter:
         check_k(s, request.k)
         model = state.model(request.run)
         check_diversify(model, request.diversify)
-        triggers = model.require_indices(request.items)
+        triggers = model.catalogue.require_indices(request.items)
         ranked = model.rank(triggers, request.k,
                             banned=banned(model, split_ids(s, request.exclude)),
                             alpha=request.alpha, diversify=request.diversify)

@@ -30,10 +30,10 @@ def router(state: ServiceState) -> APIRouter:
         and checked on every request). An item whose image is an http(s) URL answers 404:
         the server never fetches (nor redirects to) it; its ``image_url`` is that URL."""
         model = state.model(run)
-        index = model.require_indices([item_id])[0]
-        path = model.resolve_image(index)
+        index = model.catalogue.require_indices([item_id])[0]
+        path = model.catalogue.resolve_image(index)
         if path is None:
-            if model.image_link(index):
+            if model.catalogue.image_link(index):
                 raise ServeError(404, "external_image",
                                  f"item {item_id!r} has an external image: use its image_url")
             raise ServeError(404, "no_image", f"item {item_id!r} has no image")
