@@ -24,6 +24,7 @@ from relrec.index.base import SimilarItemsModel
 from relrec.rerank.blend import blend_scores
 from relrec.rerank.lists import RankedLists
 from relrec.run import RunData
+from results_table import cell  # scripts/results_table.py: "value [low, high]" in %
 
 
 class EaseBlend(SimilarItemsModel):
@@ -67,9 +68,8 @@ def main() -> None:
     print(f"{args.run_dir} {args.model}: validation period")
     for name, system in systems.items():
         summary = evaluate_system(run, system, name, config, "valid", segments).summary["all"]
-        cells = [f"{100 * summary[m]['value']:.2f} [{100 * summary[m]['low']:.2f}, "
-                 f"{100 * summary[m]['high']:.2f}]" for m in ("recall@10", "topic_match_rate@10")]
-        print(f"| {name} | {cells[0]} | {cells[1]} |", flush=True)
+        print(f"| {name} | {cell(summary['recall@10'])} | "
+              f"{cell(summary['topic_match_rate@10'])} |", flush=True)
 
 
 if __name__ == "__main__":

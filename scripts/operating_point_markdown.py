@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from results_table import cell  # scripts/results_table.py: "value [low, high]" in %
+
 LABELS = {"model": "auto, served (refit on train+valid)", "run:auto-scored":
           "auto, scored (train only)", "run:cf": "cf", "ease_users": "EASE (users)",
           "ease_sessions": "EASE (sessions)", "covisitation": "co-visitation", "als": "ALS",
@@ -18,10 +20,6 @@ LABELS = {"model": "auto, served (refit on train+valid)", "run:auto-scored":
 ORDER = list(LABELS)
 METRICS = ("recall@10", "topic_match_rate@10", "popular_share@10")
 PAIRED = ("run:cf", "run:auto-scored", "ease_users", "ease_sessions", "covisitation")
-
-
-def cell(entry: dict) -> str:
-    return f"{100 * entry['value']:.2f} [{100 * entry['low']:.2f}, {100 * entry['high']:.2f}]"
 
 
 def split_tables(result: dict) -> str:
