@@ -51,7 +51,12 @@ def main() -> None:
     print(f"Chosen: **{record['chosen']}**; search {record['search_seconds']:.0f} s = "
           f"{record['search_vs_cf']}× one `cf` training ({record['cf_train_seconds']:.0f} s); "
           f"rows scored: {len(scored)}; not scored (budget): {', '.join(skipped) or 'none'}; "
-          f"refit {refit.get('epochs', '-')} epoch(s), {refit.get('seconds', 0):.0f} s.\n")
+          f"refit {refit.get('epochs', '-')} epoch(s), {refit.get('seconds', 0):.0f} s.")
+    ease = record.get("ease") or {}
+    print(f"EASE blended in: {ease.get('skipped') or ease.get('family')} "
+          f"{ease.get('params', '')} (tuned on validation, {ease.get('source', '-')}; "
+          f"{ease.get('seconds', 0):.0f} s outside the budget); chosen weights: content "
+          f"{record['content_blend']:g}, EASE {record.get('ease_blend', 0):g}.\n")
     print(f"Validation ({valid['users']} users):\n")
     print(split_tables(valid))
     reads = test["test_reads"]

@@ -91,7 +91,8 @@ def main() -> None:
     twins = [twin(run_dir, out, "cf", "candidates/cf", RankConfig())]
     if record.get("refit"):  # the served model saw the validation period: pair the scored one
         twins.append(twin(run_dir, out, "auto-scored", record["scored_model"],
-                          RankConfig(content_blend=record["content_blend"])))
+                          RankConfig(content_blend=record["content_blend"],
+                                     ease_blend=record.get("ease_blend", 0.0))))
     for split in ("valid", "test"):  # test: ONE read, after every choice is made
         result = run_evaluation(run_dir, config.evaluate, split=split, against=twins)
         result["operating_point"] = record

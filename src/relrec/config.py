@@ -150,6 +150,10 @@ class RankConfig(_Section):
         "standardised model score over the candidate pool (0 = the model alone); "
         "`relrec tune-blend` picks it on validation")
     blend_modalities: list[Literal["text", "visual"]] = Field(default_factory=lambda: ["text"])
+    ease_blend: float = Field(
+        0.0, ge=0.0, description="weight of the standardised EASE weight of the pair (the "
+        "model folder's neighbour table, relrec.rerank.neighbours) added the same way (0 = "
+        "none); `--preset auto` scores it on validation")
     candidate_pool: int = Field(200, ge=1, description="model candidates re-scored by the blend")
 
 

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from relrec.config import RunConfig
 from relrec.errors import RunDirError
 from relrec.rerank.lists import RankedLists
+from relrec.rerank.neighbours import NEIGHBOURS_FILE
 from relrec.train.pipeline import train_preset
 
 EXPORT_SCHEMA = pa.schema([("trigger", pa.string()), ("item", pa.string()),
@@ -38,6 +39,7 @@ EXPORT_SCHEMA = pa.schema([("trigger", pa.string()), ("item", pa.string()),
 MODEL_FILES = ("manifest.json", "model/tower_config.json", "model/weights.safetensors",
                "data/items.parquet", "pairs/item_stats.parquet")
 OPTIONAL_MODEL_FILES = ("model/multihead.json", "model/known_items.npy",
+                        f"model/{NEIGHBOURS_FILE}",
                         "pairs/train_pairs.parquet", "content/text.npy",
                         "content/text_ok.npy", "content/visual.npy", "content/visual_ok.npy")
 OPTIONAL_MODEL_FOLDERS = ("rerank",)

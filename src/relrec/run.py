@@ -71,6 +71,14 @@ class RunData:
     def in_train(self) -> np.ndarray:
         return self.item_stats["in_train"].to_numpy(dtype=bool)
 
+    @property
+    def training_end(self) -> int:
+        """Interactions before this timestamp are the training period's: the split's validation
+        start, or for a refit run (:func:`relrec.data.prepare.write_refit_run`) its own, which
+        takes in the validation period."""
+        split = self.manifest.get("refit_split") or self.manifest["split"]
+        return int(split["valid_start"])
+
     @cached_property
     def trigger_frequency(self) -> np.ndarray:
         return self.item_stats["trigger_frequency"].to_numpy(dtype=np.int64)

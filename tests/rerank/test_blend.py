@@ -6,7 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from relrec.rerank.blend import blend_scores, rerank_by_blend, standardize_rows
+from relrec.rerank.blend import blend_scores, content_signal, rerank_by_blend, standardize_rows
+
+
+def _content(vectors, ok, weight):
+    return [(content_signal(vectors, ok), weight)]
 
 
 @settings(max_examples=50, deadline=None)
@@ -29,10 +33,11 @@ def test_padding_stays_last_and_weight_zero_keeps_the_model_order():
     ok = np.ones(4, bool)
     candidates = np.array([[1, 2, 3, -1]])
     _, order = rerank_by_blend(scores[:, :4].copy(), candidates, np.array([0]),
-                               vectors, ok, 0.0, 4)
+                               _content(vectors, ok, 0.0), 4)
     assert order.tolist() == [[1, 2, 3, -1]]
     # a large weight lets content decide among the candidates; padding is never promoted
-    _, order = rerank_by_blend(scores, candidates, np.array([0]), vectors, ok, 10.0, 4)
+    _, order = rerank_by_blend(scores, candidates, np.array([0]), _content(vectors, ok, 10.0),
+                               4)
     assert order[0, 0] == 3 and order[0, -1] == -1
 
 
@@ -42,11 +47,11 @@ def test_items_without_content_are_neither_promoted_nor_demoted():
     vectors = np.array([[1, 0], [0, 0], [0.9, 0.436], [0.1, 0.995]], dtype=np.float32)
     ok = np.array([True, False, True, True])  # item 1 has no content
     _, order = rerank_by_blend(np.array([[3.0, 2.0, 1.0]]), np.array([[1, 2, 3]]),
-                               np.array([0]), vectors, ok, 1.0, 3)
+                               np.array([0]), _content(vectors, ok, 1.0), 3)
     assert order.tolist() == [[1, 2, 3]]
     # and content still decides between the items that have it
     _, order = rerank_by_blend(np.array([[3.0, 1.0, 1.1]]), np.array([[1, 2, 3]]),
-                               np.array([0]), vectors, ok, 1.0, 3)
+                               np.array([0]), _content(vectors, ok, 1.0), 3)
     assert order[0, 1:].tolist() == [2, 3]
 
 
@@ -57,9 +62,9 @@ def test_the_top_of_a_list_does_not_depend_on_k():
     ok = np.ones(20, bool)
     candidates = np.array([[5, 6, 7, 8, 9, 10, 11, 12]])
     scores = np.linspace(2, 1, 8)[None, :]
-    _, short = rerank_by_blend(scores[:, :4], candidates[:, :4], np.array([0]), vectors, ok,
-                               2.0, 3, pool=4)
-    scored, long = rerank_by_blend(scores, candidates, np.array([0]), vectors, ok, 2.0, 8,
+    _, short = rerank_by_blend(scores[:, :4], candidates[:, :4], np.array([0]),
+                               _content(vectors, ok, 2.0), 3, pool=4)
+    scored, long = rerank_by_blend(scores, candidates, np.array([0]), _content(vectors, ok, 2.0), 8,
                                    pool=4)
     assert long[0, :3].tolist() == short[0].tolist()
     assert long[0, 4:].tolist() == [9, 10, 11, 12]  # beyond the pool: the model's order

@@ -5,12 +5,13 @@ import json
 
 import pytest
 
-from relrec.config import EvaluateConfig, RunConfig
+from relrec.config import EvaluateConfig, RankConfig, RunConfig
 from relrec.content.stage import write_content
 from relrec.data.prepare import prepare_run
 from relrec.data.synthetic import generate
 from relrec.train.blend_tuning import set_rank_after_training, tune_content_blend
 from relrec.related import RelatedItems
+from relrec.rerank.neighbours import NEIGHBOURS_FILE
 from relrec.run import RunData
 from relrec.train.pipeline import train_run
 from relrec.train.presets import resolve_train_config
@@ -51,3 +52,19 @@ def test_blend_is_tuned_on_validation_and_applied(trained_cf):
     message = set_rank_after_training(trained_cf, RunConfig(), explicit_rank=False)
     assert "content blend 0" in message
     assert RelatedItems.load(trained_cf).rank.content_blend == 0.0
+
+
+def test_an_explicit_ease_blend_fits_the_served_table(trained_cf):
+    """`[rank] ease_blend` set by hand on a non-auto preset: the served model gets its EASE
+    neighbour table (λ tuned on validation), loads with it, and the lists change."""
+    config = RunConfig(rank=RankConfig(ease_blend=1.0), evaluate=EvaluateConfig(n_bootstrap=10))
+    message = set_rank_after_training(trained_cf, config, explicit_rank=True)
+    assert "EASE blend 1" in message and "EASE neighbour table" in message
+    assert (trained_cf / "model" / NEIGHBOURS_FILE).is_file()
+    blended = RelatedItems.load(trained_cf)
+    assert blended.rank.ease_blend == 1.0
+    alone = RelatedItems.load(trained_cf, ease_blend=0.0)
+    ids = blended.run.item_ids[:50]
+    assert (blended.similar_items(ids, 10)[0] != alone.similar_items(ids, 10)[0]).any()
+    set_rank_after_training(trained_cf, RunConfig(), explicit_rank=False)
+    assert RelatedItems.load(trained_cf).rank.ease_blend == 0.0

@@ -11,9 +11,13 @@ from relrec.config import RunConfig
 from relrec.content.stage import write_content
 from relrec.data.prepare import prepare_run, write_refit_run
 from relrec.data.synthetic import generate
+from relrec.evaluate.peers import EASE
+from relrec.rerank.lists import BlendGrid, RankedLists
+from relrec.rerank.neighbours import NEIGHBOURS_FILE
 from relrec.related import RelatedItems
 from relrec.run import RunData
-from relrec.train.operating_point import candidate_family, choose_operating_point
+from relrec.train.neighbour_table import NEIGHBOURS, fit_neighbour_table
+from relrec.train.operating_point import EASE_WEIGHTS, candidate_family, choose_operating_point
 from relrec.train.pipeline import train_preset
 
 
@@ -88,9 +92,14 @@ def _search(tmp_path_factory, dataset, vectors, name):
     return run_dir, summary["operating_point"], rows
 
 
-def test_auto_uses_content_that_carries_the_topic(tmp_path_factory, planted):
-    run_dir, record, rows = _search(tmp_path_factory, planted, planted.content_vectors,
-                                    "signal")
+@pytest.fixture(scope="module")
+def signal_search(tmp_path_factory, planted):
+    """The search on item text that carries the topic (shared by the tests that read it)."""
+    return _search(tmp_path_factory, planted, planted.content_vectors, "signal")
+
+
+def test_auto_uses_content_that_carries_the_topic(signal_search):
+    run_dir, record, rows = signal_search
     chosen, cf = rows[record["chosen"]], rows["cf"]
     assert record["candidate"] != "cf"
     topic = lambda row: row["topic_match_rate@10"]["value"]  # noqa: E731
@@ -113,6 +122,89 @@ def test_auto_uses_content_that_carries_the_topic(tmp_path_factory, planted):
     assert known.sum() >= RunData(run_dir).in_train.sum()
     assert (run_dir / chosen["model"] / "weights.safetensors").read_bytes() != (
         run_dir / "model" / "weights.safetensors").read_bytes()
+
+
+def _standardize(values, usable):
+    count = max(usable.sum(), 1)
+    mean = np.where(usable, values, 0).sum() / count
+    spread = np.sqrt((np.where(usable, values - mean, 0) ** 2).sum() / count)
+    return np.where(usable, (values - mean) / spread, 0.0) if spread > 1e-12 else \
+        np.zeros_like(values)
+
+
+def _ease_blend_reference(run, model, ease, weight, k=10, pool=200):
+    """Lists of ``z(model) + weight · z(EASE)`` by brute force: every inner product, the
+    pool cut by hand, each trigger's EASE top-``NEIGHBOURS`` from the dense weights."""
+    vectors = model.embeddings[model.head].astype(np.float64)
+    local = {int(item): position for position, item in enumerate(ease.items_)}
+    keep = min(NEIGHBOURS, len(ease.items_) - 1)
+    lists, scores = [], []
+    for trigger in range(run.n_items):
+        raw = vectors @ vectors[trigger]
+        raw[~model.eligible] = -np.inf
+        raw[trigger] = -np.inf
+        candidates = np.argsort(-raw, kind="stable")[:pool]
+        values = np.zeros(len(candidates))
+        usable = np.array([trigger in local and int(c) in local for c in candidates])
+        if trigger in local:
+            row = ease.weights_[local[trigger]].astype(np.float64).copy()
+            row[local[trigger]] = -np.inf
+            top = set(ease.items_[np.argsort(-row, kind="stable")[:keep]].tolist())
+            values = np.array([row[local[int(c)]] if int(c) in top else 0.0
+                               for c in candidates])
+        blended = _standardize(raw[candidates], np.ones(len(candidates), bool)) + \
+            weight * _standardize(values, usable)
+        order = np.argsort(-blended, kind="stable")[:k]
+        lists.append(candidates[order])
+        scores.append(blended[order])
+    return np.array(lists), np.array(scores)
+
+
+def test_model_plus_ease_rows_match_an_independent_reference(signal_search):
+    """The search scores "model + EASE" rows with the validation-tuned λ; a candidate folder
+    with its neighbour table ranks exactly as a brute-force NumPy reference of the blend."""
+    run_dir, record, rows = signal_search
+    ease = record["ease"]
+    assert ease["family"] == "ease_users" and ease["params"]["l2"] > 0
+    assert {f"cf, EASE {weight:g}" for weight in EASE_WEIGHTS} <= set(rows)
+    assert (run_dir / rows["cf"]["model"] / NEIGHBOURS_FILE).is_file()
+    run = RunData(run_dir)
+    model = RankedLists.load(run_dir, model_name=rows["cf"]["model"], content_blend=0.0,
+                             ease_blend=1.0)
+    peer = EASE(rows="users", l2=ease["params"]["l2"]).fit(run)
+    expected_items, expected_scores = _ease_blend_reference(run, model, peer, 1.0)
+    scores, items = model._search(np.arange(run.n_items), 10)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-4)
+    assert (items == expected_items).mean() > 0.99  # ties may swap neighbours
+    # the search's scorer (one pool, many weights) ranks as the served object does
+    grid = BlendGrid(RankedLists.load(run_dir, model_name=rows["cf"]["model"],
+                                      content_blend=0.0, ease_blend=0.0))
+    grid.lists.neighbours = model.neighbours
+    blended = RankedLists.load(run_dir, model_name=rows["cf"]["model"], content_blend=0.5,
+                               ease_blend=1.0)
+    for weights in ({"content_blend": 0.5, "ease_blend": 1.0}, {"content_blend": 0.0,
+                                                                "ease_blend": 1.0}):
+        grid.weights = weights
+        blended.rank = blended.rank.model_copy(update=weights)
+        for got, expected in zip(grid._search(np.arange(run.n_items), 10),
+                                 blended._search(np.arange(run.n_items), 10)):
+            np.testing.assert_array_equal(got, expected)
+    # the served model carries a table exactly when the chosen row blends EASE
+    chosen = rows[record["chosen"]]
+    served_table = run_dir / "model" / NEIGHBOURS_FILE
+    assert served_table.is_file() == (chosen["ease_blend"] > 0)
+    assert RelatedItems.load(run_dir).rank.ease_blend == chosen["ease_blend"]
+
+
+def test_the_refit_table_learns_the_validation_period(tmp_path, planted):
+    run_dir = tmp_path / "run"
+    prepare_run(run_dir, RunConfig(), interactions=planted.interactions, items=planted.items)
+    write_refit_run(run_dir, tmp_path / "refit", RunConfig())
+    scored = fit_neighbour_table(RunData(run_dir), "ease_users", {"l2": 200.0})
+    refit = fit_neighbour_table(RunData(tmp_path / "refit"), "ease_users", {"l2": 200.0})
+    assert refit.settings["training_end"] > scored.settings["training_end"]
+    assert refit.fitted.sum() >= scored.fitted.sum()
+    assert not np.array_equal(refit.weights, scored.weights)
 
 
 def test_refit_run_trains_on_train_and_valid_and_never_the_test_period(tmp_path, planted):
@@ -141,5 +233,6 @@ def test_auto_with_pure_noise_content_keeps_cf_recall(tmp_path_factory, planted)
     assert rows[record["chosen"]]["recall@10"]["value"] >= 0.98 * cf_recall
     # the content candidates themselves (their ranking alone) stay within ±0.5 points of cf
     for name, row in rows.items():
-        if row["content_blend"] == 0 and "mtl" not in name and "paper" not in name:
+        if row["content_blend"] == 0 and row["ease_blend"] == 0 and "mtl" not in name and \
+                "paper" not in name:
             assert abs(row["recall@10"]["value"] - cf_recall) <= 0.005, name

@@ -182,7 +182,7 @@ class ImplicitALS(_VectorKNN):
 
         interactions = pd.read_parquet(run.run_dir / "data" / "interactions.parquet",
                                        columns=["user_id", "item_index", "timestamp"])
-        train = interactions[interactions["timestamp"] < run.manifest["split"]["valid_start"]]
+        train = interactions[interactions["timestamp"] < run.training_end]
         users, user_rows = np.unique(train["user_id"].to_numpy(), return_inverse=True)
         matrix = sp.csr_matrix(
             (np.full(len(train), self.alpha, dtype=np.float32),
@@ -286,7 +286,7 @@ class EASE(SimilarItemsModel):
     Closed-form item-item weights ``B̂ = I − P̂ · diagMat(1 ⊘ diag(P̂))`` with
     ``P̂ = (XᵀX + λI)⁻¹`` (:func:`ease_weights`) over a binary ``X`` of the training period:
     ``rows="users"`` — users × items from ``data/interactions.parquet`` (timestamps before
-    the manifest's ``split.valid_start``); ``rows="sessions"`` — training sessions × items
+    :attr:`RunData.training_end <relrec.run.RunData.training_end>`); ``rows="sessions"`` — training sessions × items
     (``pairs/train_sessions.parquet``). Only items seen in training are columns.
 
     The related list of trigger ``t`` ranks items ``j ≠ t`` by ``B̂[t, j]``, the weight of
@@ -313,7 +313,7 @@ class EASE(SimilarItemsModel):
                 raise PeerSkipped(f"{path}: missing (an out-of-core run keeps no interaction "
                                   "log); EASE over users needs it")
             frame = pd.read_parquet(path, columns=["user_id", "item_index", "timestamp"])
-            frame = frame[frame["timestamp"] < run.manifest["split"]["valid_start"]]
+            frame = frame[frame["timestamp"] < run.training_end]
         else:
             path = run.run_dir / "pairs" / "train_sessions.parquet"
             if not path.exists():

@@ -88,7 +88,10 @@ class SimilarItemsModel:
         return ids.astype(object), scores
 
     def ranked_indices(self, item_ids, k: int, **options) -> np.ndarray:
-        """Item indices of :meth:`similar_items` (-1 pads): what the evaluator scores."""
-        ids, _ = self.similar_items(item_ids, k, **options)
-        positions = self._id_position.get_indexer(ids.ravel().astype(str))
-        return positions.reshape(ids.shape).astype(np.int64)
+        """Item indices of :meth:`similar_items` (-1 pads): what the evaluator scores. The
+        same lists without the round trip through ids."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        scores, indices = self._search(self.item_indices(item_ids), k, **options)
+        _, indices = keep_first(scores, indices, indices >= 0, k)
+        return indices.astype(np.int64)

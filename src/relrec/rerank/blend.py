@@ -1,4 +1,4 @@
-"""Blending content similarity into the serving score.
+"""Blending content similarity (and co-engagement memory) into the serving score.
 
 The model's top ``candidate_pool`` candidates of a trigger are re-scored as
 
@@ -15,9 +15,15 @@ top of a list never depends on ``k``.
 Content vectors come from ``relrec embed`` (title + description + tags, posters); evaluation
 topics never enter them. A pair where either side has no content gets the row's mean content
 term (z = 0): neither a bonus nor a penalty.
+
+The same standardised sum takes further signals (:func:`blend_terms`): ``[rank] ease_blend``
+adds ``w_e · z_t(B̂[t, c])``, the EASE weight of the pair (:mod:`relrec.rerank.neighbours`) —
+the model generalises, EASE memorises what is watched together.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
@@ -51,46 +57,75 @@ def content_similarity(triggers: np.ndarray, candidates: np.ndarray, vectors: np
     return np.where(usable, similarity, 0.0), usable
 
 
-def blend_scores(model_scores: np.ndarray, similarity: np.ndarray, weight: float,
-                 usable: np.ndarray | None = None) -> np.ndarray:
-    """``z(model) + weight · z(similarity)`` per row (see the module docstring)."""
-    if weight < 0:
-        raise ValueError("content blend weight must be >= 0")
+#: one signal of a blend: ``lookup(triggers, candidates) -> (values, usable)`` and its weight
+Signal = tuple[Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], float]
+
+
+def content_signal(vectors: np.ndarray, ok: np.ndarray) -> Callable:
+    """The content cosine as a blend signal (:func:`content_similarity` over these vectors)."""
+    return lambda triggers, candidates: content_similarity(triggers, candidates, vectors, ok)
+
+
+def blend_terms(model_scores: np.ndarray,
+                terms: list[tuple[np.ndarray, np.ndarray | None, float]]) -> np.ndarray:
+    """``z(model) + Σ weight · z(signal)`` per row over ``terms`` of (signal values, usable,
+    weight); each signal is standardised over its usable entries (the others add 0)."""
     blended = standardize_rows(model_scores)
-    if weight > 0:
-        finite = np.isfinite(blended)
+    finite = np.isfinite(blended)
+    for values, usable, weight in terms:
+        if weight < 0:
+            raise ValueError("blend weights must be >= 0")
+        if weight == 0:
+            continue
         usable = finite if usable is None else usable & finite
-        content = np.where(finite, standardize_rows(np.where(finite, similarity, -np.inf),
-                                                    usable), 0.0)
-        blended = np.where(finite, blended + weight * content, -np.inf)
+        term = np.where(finite, standardize_rows(np.where(finite, values, -np.inf), usable),
+                        0.0)
+        blended = np.where(finite, blended + weight * term, -np.inf)
     return blended
 
 
+def blend_scores(model_scores: np.ndarray, similarity: np.ndarray, weight: float,
+                 usable: np.ndarray | None = None) -> np.ndarray:
+    """``z(model) + weight · z(similarity)`` per row (see the module docstring)."""
+    return blend_terms(model_scores, [(similarity, usable, weight)])
+
+
 def rerank_by_blend(model_scores: np.ndarray, candidates: np.ndarray, triggers: np.ndarray,
-                    vectors: np.ndarray, ok: np.ndarray, weight: float, k: int,
-                    pool: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` of each row by the blended score over the first ``pool`` columns, then the
-    remaining columns in the model's order: (scores, item indices)."""
+                    signals: list[Signal], k: int, pool: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` of each row by the blended score (:func:`blend_terms` of ``signals``) over
+    the first ``pool`` columns, then the remaining columns in the model's order: (scores, item
+    indices)."""
     pool = candidates.shape[1] if pool is None else min(pool, candidates.shape[1])
     out_scores, out_items = [], []
     for start in range(0, len(triggers), BLOCK_TRIGGERS):
         rows = slice(start, start + BLOCK_TRIGGERS)
-        head_items = candidates[rows, :pool]
-        similarity, usable = content_similarity(triggers[rows], head_items, vectors, ok)
-        blended = blend_scores(model_scores[rows, :pool], similarity, weight, usable)
-        order = np.argsort(-blended, axis=1, kind="stable")
-        scores = np.take_along_axis(blended, order, axis=1)
-        items = np.take_along_axis(head_items, order, axis=1)
-        if candidates.shape[1] > pool:  # beyond the pool: model order, below every blended
-            tail_items = candidates[rows, pool:]
-            floor = np.nanmin(np.where(np.isfinite(scores), scores, np.nan), axis=1,
-                              initial=0.0, keepdims=True) if scores.size else np.zeros((0, 1))
-            tail = floor - 1.0 - np.arange(tail_items.shape[1])[None, :]
-            tail = np.where(tail_items >= 0, tail, -np.inf)
-            scores = np.concatenate([scores, tail], axis=1)
-            items = np.concatenate([items, tail_items], axis=1)
-        out_scores.append(scores[:, :k].astype(np.float32))
-        out_items.append(items[:, :k])
+        terms = [(*lookup(triggers[rows], candidates[rows, :pool]), weight)
+                 for lookup, weight in signals if weight != 0]
+        scores, items = order_by_blend(model_scores[rows], candidates[rows], terms, k, pool)
+        out_scores.append(scores)
+        out_items.append(items)
     if not out_scores:
         return (np.zeros((0, k), np.float32), np.zeros((0, k), np.int64))
     return np.concatenate(out_scores), np.concatenate(out_items)
+
+
+def order_by_blend(model_scores: np.ndarray, candidates: np.ndarray,
+                   terms: list[tuple[np.ndarray, np.ndarray | None, float]], k: int,
+                   pool: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rerank_by_blend` for signal values already looked up over the first ``pool``
+    columns (``terms`` as in :func:`blend_terms`)."""
+    head_items = candidates[:, :pool]
+    blended = blend_terms(model_scores[:, :pool], terms)
+    order = np.argsort(-blended, axis=1, kind="stable")
+    scores = np.take_along_axis(blended, order, axis=1)
+    items = np.take_along_axis(head_items, order, axis=1)
+    if candidates.shape[1] > pool:  # beyond the pool: model order, below every blended
+        tail_items = candidates[:, pool:]
+        floor = np.nanmin(np.where(np.isfinite(scores), scores, np.nan), axis=1,
+                          initial=0.0, keepdims=True) if scores.size else np.zeros((0, 1))
+        tail = floor - 1.0 - np.arange(tail_items.shape[1])[None, :]
+        tail = np.where(tail_items >= 0, tail, -np.inf)
+        scores = np.concatenate([scores, tail], axis=1)
+        items = np.concatenate([items, tail_items], axis=1)
+    return scores[:, :k].astype(np.float32), items[:, :k]

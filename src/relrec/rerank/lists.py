@@ -5,7 +5,8 @@ Two-head (MTMH) models: ``alpha`` picks the quota merge of the engagement and re
 (:mod:`relrec.rerank.quota`; 1 = engagement alone, 0 = relevance alone); without it the model's
 default α is used. ``diversify`` re-ranks with the CAViaR model of ``RUN_DIR/rerank/``
 (:mod:`relrec.rerank.rerank`), page by page. A single-head model may blend content similarity
-into its order (``[rank] content_blend``, :mod:`relrec.rerank.blend`).
+(``[rank] content_blend``, :mod:`relrec.rerank.blend`) and the EASE weights of its model folder's
+neighbour table (``[rank] ease_blend``, :mod:`relrec.rerank.neighbours`) into its order.
 
 Candidates are the items with a usable embedding: items seen in training, plus — when the
 model has content inputs — every item (cold items through the content path).
@@ -23,12 +24,17 @@ from relrec.content.store import fused_content, required_content
 from relrec.index.base import SimilarItemsModel
 from relrec.index.faiss_index import ItemIndex, choose_index_kind
 from relrec.model.tower import KNOWN_ITEMS, ItemTower
-from relrec.rerank.blend import rerank_by_blend
+from relrec.rerank.blend import (BLOCK_TRIGGERS, Signal, content_signal, order_by_blend,
+                                 rerank_by_blend)
 from relrec.rerank.model import ContextualReranker, reranker_dir
+from relrec.rerank.neighbours import NeighbourWeights
 from relrec.rerank.quota import quota_merge
 from relrec.rerank.rerank import rerank_pages
 from relrec.run import RunData
 from relrec.vectors import l2_normalize
+
+#: the [rank] weights that re-rank a single head's candidate pool
+BLEND_FIELDS = ("content_blend", "ease_blend")
 
 
 class RankedLists(SimilarItemsModel):
@@ -42,6 +48,8 @@ class RankedLists(SimilarItemsModel):
         # content blend (relrec.rerank.blend): 0 = the model's own order
         self.rank = rank or RankConfig()
         self._blend_content = None
+        self.neighbours: NeighbourWeights | None = None  # for [rank] ease_blend
+        self.model_dir: Path | None = None
         self.multihead = multihead or {}
         self._reranker = None
         self._reranker_loaded = False
@@ -58,13 +66,17 @@ class RankedLists(SimilarItemsModel):
 
     @classmethod
     def load(cls, run_dir: str | Path, index_kind: str | None = None,
-             model_name: str = "model", content_blend: float | None = None):
-        """A trained run's lists. ``content_blend`` None = the run's ``[rank]`` config (set by
-        ``relrec tune-blend``); a number overrides it for this object."""
+             model_name: str = "model", content_blend: float | None = None,
+             ease_blend: float | None = None):
+        """A trained run's lists. ``content_blend`` / ``ease_blend`` None = the run's
+        ``[rank]`` config (set by ``relrec tune-blend`` or ``--preset auto``); a number
+        overrides it for this object."""
         run = RunData(run_dir)
         rank = run.config.rank
-        if content_blend is not None:
-            rank = rank.model_copy(update={"content_blend": float(content_blend)})
+        overrides = {name: float(value) for name, value in
+                     (("content_blend", content_blend), ("ease_blend", ease_blend))
+                     if value is not None}
+        rank = rank.model_copy(update=overrides)
         tower = ItemTower.load(run.run_dir / model_name)
         tower.attach_content(required_content(run, tower.content_modalities))
         # the items whose ID rows the model trained (a refit on more periods knows more than
@@ -86,14 +98,14 @@ class RankedLists(SimilarItemsModel):
                     index_kind or choose_index_kind(int(eligible.sum())),
                     multihead=multihead, rank=rank)
         lists.tower_ = tower
-        if rank.content_blend > 0:
-            if lists.two_heads:
-                if content_blend is not None:
-                    raise ValueError("the content blend applies to single-head models; a "
-                                     "two-head (MTMH) model mixes relevance with alpha")
-                lists.rank = rank.model_copy(update={"content_blend": 0.0})
-            else:
-                lists.blend_content()  # missing content fails here, not on a request
+        lists.model_dir = run.run_dir / model_name
+        if lists.two_heads and lists.blends:
+            if any(value > 0 for value in overrides.values()):
+                raise ValueError("blends apply to single-head models; a two-head (MTMH) model "
+                                 "mixes relevance with alpha")
+            lists.rank = rank.model_copy(update=dict.fromkeys(BLEND_FIELDS, 0.0))
+        # missing content or a missing neighbour table fails here, not on a request
+        lists.blend_signals()
         return lists
 
     @property
@@ -104,6 +116,11 @@ class RankedLists(SimilarItemsModel):
     def two_heads(self) -> bool:
         """An MTMH model with an engagement and a relevance head (quota merge available)."""
         return "engagement" in self.indexes and "relevance" in self.indexes
+
+    @property
+    def blends(self) -> bool:
+        """Whether the single-head order is re-ranked by a blend (content and/or EASE)."""
+        return any(getattr(self.rank, name) > 0 for name in BLEND_FIELDS)
 
     @property
     def default_alpha(self) -> float:
@@ -125,15 +142,17 @@ class RankedLists(SimilarItemsModel):
 
     # -- searching --------------------------------------------------------------------------
     def _head_search(self, triggers: np.ndarray, k: int, head: str,
-                     blend: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        if blend <= 0:
+                     blend: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One head's lists; ``blend`` re-ranks its candidate pool by the run's blend
+        (:meth:`blend_signals`)."""
+        signals = self.blend_signals() if blend else []
+        if not signals:
             return self.indexes[head].search(self.embeddings[head][triggers], k,
                                              exclude=triggers)
         pool = self.rank.candidate_pool
         scores, candidates = self.indexes[head].search(self.embeddings[head][triggers],
                                                        max(pool, k), exclude=triggers)
-        vectors, ok = self.blend_content()
-        return rerank_by_blend(scores, candidates, triggers, vectors, ok, blend, k, pool=pool)
+        return rerank_by_blend(scores, candidates, triggers, signals, k, pool=pool)
 
     def _main_search(self, triggers: np.ndarray, k: int, alpha: float | None
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +167,7 @@ class RankedLists(SimilarItemsModel):
             scores, indices, _, _ = quota_merge(engagement[1], engagement[0], relevance[1],
                                                 relevance[0], k, alpha)
             return scores, indices
-        return self._head_search(triggers, k, self.head, self.rank.content_blend)
+        return self._head_search(triggers, k, self.head, blend=True)
 
     def _search(self, trigger_indices, k: int, *, alpha: float | None = None,
                 diversify: bool = False, page: int = 0, window: int = 20,
@@ -183,6 +202,23 @@ class RankedLists(SimilarItemsModel):
             self._blend_content = (vectors, ok)
         return self._blend_content
 
+    def blend_signals(self) -> list[Signal]:
+        """The signals blended into a single-head order, with their weights (none for a
+        two-head model or an unblended rank)."""
+        if self.two_heads:
+            return []
+        signals = []
+        if self.rank.content_blend > 0:
+            signals.append((content_signal(*self.blend_content()), self.rank.content_blend))
+        if self.rank.ease_blend > 0:
+            if self.neighbours is None:
+                if self.model_dir is None:
+                    raise ValueError("ease_blend needs a neighbour table: attach one to "
+                                     "`.neighbours` or load the model from its run")
+                self.neighbours = NeighbourWeights.load(self.model_dir)
+            signals.append((self.neighbours.lookup, self.rank.ease_blend))
+        return signals
+
     def reranker(self) -> ContextualReranker | None:
         """The CAViaR re-ranker of RUN_DIR/rerank/ (loaded once), or None when absent."""
         if not self._reranker_loaded:
@@ -195,7 +231,61 @@ class RankedLists(SimilarItemsModel):
     def ranking_metadata(self) -> dict[bytes, bytes]:
         """Parquet schema metadata of an export: the ranking it was made with, so a server can
         tell lists made before a `relrec tune-blend` from current ones."""
-        blend = 0.0 if self.two_heads else self.rank.content_blend
+        blends = dict.fromkeys(BLEND_FIELDS, 0.0) if self.two_heads else {}
         return {b"relrec_rank": json.dumps(
-            self.rank.model_copy(update={"content_blend": blend}).model_dump(mode="json")
-        ).encode()}
+            self.rank.model_copy(update=blends).model_dump(mode="json")).encode()}
+
+
+class BlendGrid(SimilarItemsModel):
+    """A single-head model's lists under any blend weights, for choosing them on validation
+    (``--preset auto``): the candidate pool and each signal's values are computed once per
+    trigger set, so another weight costs a sort rather than a search. ``weights`` (the
+    :data:`BLEND_FIELDS`) rank exactly as :class:`RankedLists` does with those ``[rank]``
+    weights; the content signal uses ``lists.rank.blend_modalities``, the EASE signal
+    ``lists.neighbours``."""
+
+    CACHED_TRIGGER_SETS = 4  # evaluate_system asks for a few segments' trigger sets
+
+    def __init__(self, lists: RankedLists):
+        if lists.two_heads:
+            raise ValueError("blend weights apply to single-head models")
+        self.lists = lists
+        self.item_ids_ = lists.item_ids_
+        self.weights = dict.fromkeys(BLEND_FIELDS, 0.0)
+        self._pools: dict = {}
+
+    def _lookup(self, name: str) -> Signal:
+        if name == "content_blend":
+            return content_signal(*self.lists.blend_content())
+        if self.lists.neighbours is None:
+            raise ValueError("ease_blend needs a neighbour table on `lists.neighbours`")
+        return self.lists.neighbours.lookup
+
+    def _search(self, trigger_indices, k: int, **options) -> tuple[np.ndarray, np.ndarray]:
+        triggers = np.asarray(trigger_indices, dtype=np.int64)
+        if not len(triggers):
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        pool = self.lists.rank.candidate_pool
+        key = (triggers.tobytes(), max(pool, k))
+        if key not in self._pools:
+            if len(self._pools) >= self.CACHED_TRIGGER_SETS:
+                self._pools.clear()
+            scores, candidates = self.lists._head_search(triggers, max(pool, k),
+                                                         self.lists.head)
+            self._pools[key] = (scores, candidates, {})
+        scores, candidates, values = self._pools[key]
+        terms = []
+        for name, weight in self.weights.items():
+            if weight == 0:
+                continue
+            if name not in values:  # looked up in blocks: the content gather is T × pool × d
+                lookup = self._lookup(name)
+                blocks = [lookup(triggers[start:start + BLOCK_TRIGGERS],
+                                 candidates[start:start + BLOCK_TRIGGERS, :pool])
+                          for start in range(0, len(triggers), BLOCK_TRIGGERS)]
+                values[name] = (np.concatenate([b[0] for b in blocks]),
+                                np.concatenate([b[1] for b in blocks]))
+            terms.append((*values[name], weight))
+        if not terms:
+            return scores[:, :k], candidates[:, :k]
+        return order_by_blend(scores, candidates, terms, k, min(pool, candidates.shape[1]))

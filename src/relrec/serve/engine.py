@@ -37,6 +37,7 @@ import torch
 
 from relrec.index.base import drop_filtered
 from relrec.related import RelatedItems
+from relrec.rerank.lists import BLEND_FIELDS
 from relrec.serve.bundle import BundleError, StagedBundle
 from relrec.serve.catalogue import Catalogue
 from relrec.serve.reasons import co_engagement, load_pair_counts, text_similarity
@@ -138,14 +139,15 @@ class ServedModel(RuntimeItemsMixin):
 
         metadata = pq.read_schema(self.staged.precomputed).metadata or {}
         made_with = json.loads(metadata.get(b"relrec_rank", b'{"content_blend": 0.0}'))
-        current = self.related.rank.content_blend
-        if float(made_with.get("content_blend", 0.0)) != float(current) and not self.two_heads:
-            # exported before (or after) a `relrec tune-blend`: serving them would mix rankings
-            log.warning("%s: precomputed lists were made with content blend %s, the run ranks "
-                        "with %s: ignored (export again)", self.name,
-                        made_with.get("content_blend"), current)
-            self.precomputed_note = ("precomputed lists ignored: made with another content "
-                                     "blend; export again")
+        made = {name: float(made_with.get(name, 0.0)) for name in BLEND_FIELDS}
+        current = {name: float(getattr(self.related.rank, name)) for name in BLEND_FIELDS}
+        if made != current and not self.two_heads:
+            # exported before (or after) a `relrec tune-blend` / `--preset auto`: serving them
+            # would mix rankings
+            log.warning("%s: precomputed lists were made with blend %s, the run ranks with %s:"
+                        " ignored (export again)", self.name, made, current)
+            self.precomputed_note = ("precomputed lists ignored: made with another blend; "
+                                     "export again")
             return
         frame = pd.read_parquet(self.staged.precomputed,
                                 columns=["trigger", "item", "rank", "score"])
@@ -309,11 +311,11 @@ class ServedModel(RuntimeItemsMixin):
         notes = related.query_notes(alpha, False)
         alpha = alpha if related.two_heads else None
         fetch = self._fetch(k, banned)
-        model_scores_only = (related.rank.content_blend > 0 and not related.two_heads
-                             and len(self.extras) and not diversify)
+        model_scores_only = (related.blends and not related.two_heads and len(self.extras)
+                             and not diversify)
         if model_scores_only:
             # run-time items have model scores only; a blended list could not place them
-            notes.append("content blend not applied: items added at run time are ranked by "
+            notes.append("blend not applied: items added at run time are ranked by "
                          "the model score")
         catalogue = triggers < self.n_items
         if not len(banned) and not len(self.extras) and catalogue.all() and not \

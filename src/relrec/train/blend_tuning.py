@@ -20,9 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from relrec.config import RankConfig, RunConfig
+from relrec.errors import RunDirError
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.manifest import read_manifest, update_manifest
 from relrec.rerank.lists import RankedLists
+from relrec.run import RunData
+from relrec.train.neighbour_table import fit_neighbour_table, tune_ease
 
 DEFAULT_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
 
@@ -86,9 +89,24 @@ def set_rank_after_training(run_dir: str | Path, config: RunConfig, explicit_ran
     description."""
     if explicit_rank:
         rank = config.rank
-        description = f"rank: content blend {rank.content_blend:g} (from the config)"
+        description = (f"rank: content blend {rank.content_blend:g}, EASE blend "
+                       f"{rank.ease_blend:g} (from the config)")
     else:
         rank = RankConfig()
         description = "rank: model scores alone (content blend 0)"
+    if rank.ease_blend > 0:  # the served model needs its EASE neighbour table
+        description += "; " + write_served_neighbour_table(run_dir, config)
     record_rank(run_dir, rank)
     return description
+
+
+def write_served_neighbour_table(run_dir: str | Path, config: RunConfig) -> str:
+    """Fit EASE (λ tuned on validation, cached per split) on the run's training period and
+    save its neighbour table beside ``RUN/model``; returns a one-line description."""
+    run = RunData(run_dir)
+    ease = tune_ease(run, config.evaluate, seed=config.train.seed)
+    if "skipped" in ease:
+        raise RunDirError(f"{run_dir}: [rank] ease_blend needs EASE, which cannot be fitted "
+                          f"here ({ease['skipped']}); set ease_blend = 0")
+    fit_neighbour_table(run, ease["family"], ease["params"]).save(run.run_dir / "model")
+    return f"EASE neighbour table ({ease['family']}, {ease['params']}, chosen on validation)"

@@ -4,7 +4,9 @@ A fixed preset that wins on one dataset need not win on the next: with weak or n
 forcing the tower to lean on it (ID dropout, fused features, a heavy semantic task) costs
 engagement. ``auto`` trains ``cf`` first, then a bounded family of candidates that trust
 content more and more (:func:`candidate_family`), scores each on the **validation** period —
-and each trained candidate once more per content-blend weight of its ranking, which needs no
+and each trained candidate once more per content-blend weight of its ranking and per weight of
+the EASE peer blended into it (memorisation beside the tower's generalisation,
+:mod:`relrec.rerank.neighbours`; EASE's λ is the peer's validation-tuned one), which need no
 training — and keeps one by a stated rule (:func:`choose_operating_point`):
 
 * ``prefer="relevance"`` (default): the highest validation topic match@10 among candidates
@@ -15,10 +17,11 @@ training — and keeps one by a stated rule (:func:`choose_operating_point`):
   match@10 is at least ``cf``'s minus ``tolerance`` of it.
 * without topic labels: the highest validation recall@10 (content cannot judge content).
 
-Budget: the whole search (cf included, scoring included, first-time content embedding
-excluded) stops starting new candidates once it has spent ``budget_factor`` × the time of the
-``cf`` training measured in the same run; a candidate that would start with less than half a
-``cf`` training left is skipped, and one that starts is cut at the budget (the rows say so).
+Budget: the whole search (cf included, scoring included; first-time content embedding and
+EASE's peer tuning, cached per split, excluded) stays within ``budget_factor`` × the time of
+the ``cf`` training measured in the same run: before each candidate the longest scoring so far
+is set aside, a candidate that would then start with less than half a ``cf`` training left is
+skipped, and one that starts is cut at what is left (the rows say so).
 Every candidate's validation row, the rule and the choice go to the manifest's
 ``operating_point`` section (``relrec evaluate`` prints them; the report plots the frontier).
 The test period is never read here.
@@ -43,19 +46,24 @@ from relrec.data.prepare import write_refit_run
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.evaluate.peers import ContentKNN
 from relrec.manifest import atomic_write_json, read_manifest, update_manifest
-from relrec.rerank.lists import RankedLists
+from relrec.rerank.lists import BlendGrid, RankedLists
+from relrec.rerank.neighbours import NeighbourWeights
 from relrec.run import RunData
 from relrec.train.blend_tuning import record_rank
+from relrec.train.neighbour_table import fit_neighbour_table, tune_ease
 from relrec.train.presets import resolve_train_config
 
 TOLERANCE = 0.02
 BUDGET_FACTOR = 4.0
 BLEND_WEIGHTS = (0.125, 0.25, 0.5, 1.0, 2.0)
+#: weights of the EASE term (model + EASE rows, relrec.rerank.neighbours)
+EASE_WEIGHTS = (0.5, 1.0, 2.0)
 CANDIDATES_FOLDER = "candidates"
 REFIT_FOLDER = "refit"
 RELEVANCE = "topic_match_rate@10"
 ENGAGEMENT = "recall@10"
 ROW_METRICS = ("recall@10", "recall@50", "topic_match_rate@10", "popular_share@10")
+SCORED_KS = [10, 50]
 
 console = Console(stderr=True)
 
@@ -141,8 +149,10 @@ def choose_operating_point(rows: list[dict], tolerance: float = TOLERANCE,
             "met": True}
 
 
-def _row(name: str, candidate: str, summary: dict, blend: float, **extra) -> dict:
-    row = {"name": name, "candidate": candidate, "content_blend": blend}
+def _row(name: str, candidate: str, summary: dict, blend: float, ease_blend: float = 0.0,
+         **extra) -> dict:
+    row = {"name": name, "candidate": candidate, "content_blend": blend,
+           "ease_blend": ease_blend}
     row.update({metric: summary[metric] for metric in ROW_METRICS if metric in summary})
     cold = summary.get("cold_recall@10")
     if cold is not None:
@@ -150,21 +160,39 @@ def _row(name: str, candidate: str, summary: dict, blend: float, **extra) -> dic
     return {**row, **extra}
 
 
+def _row_name(candidate: str, content: float, ease: float) -> str:
+    parts = ([f"content blend {content:g}"] if content else []) + \
+        ([f"EASE {ease:g}"] if ease else [])
+    return ", ".join([candidate, *parts])
+
+
 def _score(run: RunData, run_dir: Path, model_name: str, config: RunConfig, segments,
-           candidate: str, blends: tuple[float, ...]) -> list[dict]:
-    """Validation rows of one trained candidate: its ranking alone, then each blend weight."""
-    model = RankedLists.load(run_dir, model_name=model_name, content_blend=0.0)
+           candidate: str, blends: tuple[float, ...],
+           neighbours: NeighbourWeights | None = None,
+           ease_weights: tuple[float, ...] = ()) -> list[dict]:
+    """Validation rows of one trained candidate: its ranking alone, each content-blend weight,
+    and with a neighbour table each EASE weight, alone and beside each content weight (a
+    blend re-orders the candidate pool; no training)."""
+    model = RankedLists.load(run_dir, model_name=model_name, content_blend=0.0,
+                             ease_blend=0.0)
+    model.neighbours = neighbours
+    model.rank = model.rank.model_copy(update={"blend_modalities": ["text"]})
     rows = []
-    base_rank = model.rank.model_copy(update={"blend_modalities": ["text"]})
-    for weight in (0.0, *blends):
-        model.rank = base_rank.model_copy(update={"content_blend": weight})
-        evaluation = evaluate_system(run, model, candidate, config.evaluate, "valid", segments)
+    grid = [(content, 0.0) for content in (0.0, *blends)]
+    if neighbours is not None:
+        grid += [(content, ease) for ease in ease_weights for content in (0.0, *blends)]
+    system = BlendGrid(model)  # one search per trigger set, whatever the weights
+    # the rows read @10 and @50 only: deeper cut-offs would cost time and change nothing
+    scoring = config.evaluate.model_copy(update={"ks": SCORED_KS})
+    for content, ease in grid:
+        system.weights = {"content_blend": content, "ease_blend": ease}
+        evaluation = evaluate_system(run, system, candidate, scoring, "valid", segments)
         summary = dict(evaluation.summary["all"])
         cold = evaluation.summary.get("cold", {}).get("recall@10")
         if cold is not None:
             summary["cold_recall@10"] = cold
-        name = candidate if weight == 0 else f"{candidate}, content blend {weight:g}"
-        rows.append(_row(name, candidate, summary, weight))
+        rows.append(_row(_row_name(candidate, content, ease), candidate, summary, content,
+                         ease))
     return rows
 
 
@@ -191,12 +219,23 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
                                    notes=notes)
     available = {m for m, dim in available.items() if dim}
     family = candidate_family(available)
+    # EASE's λ is the validation-tuned peer's (cached per split) and, like first-time content
+    # embedding, outside the search's budget
+    ease = tune_ease(run, config.evaluate, seed=config.train.seed)
+    neighbours = None
+    if "skipped" in ease:
+        say(f"auto: no model + EASE rows ({ease['skipped']})")
+    else:
+        fit_started = time.perf_counter()
+        neighbours = fit_neighbour_table(run, ease["family"], ease["params"])
+        ease["table_seconds"] = round(time.perf_counter() - fit_started, 2)
     segments = segment_pairs(run, "valid", config.evaluate)
     segments = {name: segments[name] for name in ("all", "cold") if name in segments}
     started = time.perf_counter()
     rows: list[dict] = []
     trained: dict[str, dict] = {}
     cf_seconds = None
+    scoring_seconds = 0.0  # the longest scoring so far, set aside before each training
     columns = [TextColumn("[bold]auto[/bold] {task.description}"), BarColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[leader]}")]
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
@@ -204,7 +243,8 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
         for candidate in family:
             elapsed = time.perf_counter() - started
             if cf_seconds is not None:
-                left = budget_factor * cf_seconds - elapsed
+                # what is left for training once this candidate's scoring is set aside
+                left = budget_factor * cf_seconds - elapsed - scoring_seconds
                 if left < 0.5 * cf_seconds:
                     rows.append({"name": candidate.name, "candidate": candidate.name,
                                  "skipped": f"budget: {left:.0f}s of {budget_factor:g}× cf "
@@ -218,15 +258,20 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
                                                   "seed": config.train.seed})
             variant.train = variant.train.model_copy(update={"preset": "auto"})
             model_name = f"{CANDIDATES_FOLDER}/{_folder(candidate.name)}"
-            limit = None if cf_seconds is None else budget_factor * cf_seconds - elapsed
+            limit = (None if cf_seconds is None else
+                     budget_factor * cf_seconds - elapsed - scoring_seconds)
             summary = train(run_dir, variant, progress=False, max_seconds=limit,
                             model_name=model_name)
             train_seconds = time.perf_counter() - started - elapsed
             if cf_seconds is None:
                 cf_seconds = train_seconds
             blends = BLEND_WEIGHTS if "text" in available else ()
+            if neighbours is not None:  # each candidate folder is a servable model
+                neighbours.save(run_dir / model_name)
+            scoring_started = time.perf_counter()
             candidate_rows = _score(run, run_dir, model_name, variant, segments,
-                                    candidate.name, blends)
+                                    candidate.name, blends, neighbours, EASE_WEIGHTS)
+            scoring_seconds = max(scoring_seconds, time.perf_counter() - scoring_started)
             cut = bool(summary.get("stopped_by_time_limit"))
             for row in candidate_rows:
                 row.update({"model": model_name, "best_epoch": summary["best_epoch"],
@@ -245,12 +290,14 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
     chosen = next(row for row in scored if row["name"] == choice["name"])
     refit = None
     if refit_for_serving:
-        refit = _refit(run_dir, config, trained[chosen["candidate"]], train, say)
+        refit = _refit(run_dir, config, trained[chosen["candidate"]], train, say,
+                       ease if chosen["ease_blend"] > 0 else None)
     installed = _install(run_dir, chosen, refit)
     record = {
         "split": "valid", "rule": choice["rule"], "tolerance": tolerance, "prefer": prefer,
         "chosen": chosen["name"], "candidate": chosen["candidate"],
-        "content_blend": chosen["content_blend"],
+        "content_blend": chosen["content_blend"], "ease_blend": chosen["ease_blend"],
+        "ease": ease,
         "served_model": ("model: the chosen configuration refit on the training + validation "
                          f"periods for {refit['epochs']} epoch(s)" if refit else
                          "model: the scored candidate itself"),
@@ -281,9 +328,11 @@ def _folder(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
-def _refit(run_dir: Path, config: RunConfig, trained: dict, train, say) -> dict:
+def _refit(run_dir: Path, config: RunConfig, trained: dict, train, say,
+           ease: dict | None = None) -> dict:
     """Retrain the chosen configuration on the training + validation periods
-    (:func:`relrec.data.prepare.write_refit_run`) for the epochs its search run kept."""
+    (:func:`relrec.data.prepare.write_refit_run`) for the epochs its search run kept; with
+    ``ease`` (the chosen row blends EASE) fit its neighbour table on those periods too."""
     refit_dir = run_dir / REFIT_FOLDER
     refit_run = write_refit_run(run_dir, refit_dir, config)
     epochs = int(trained["summary"]["best_epoch"]) + 1
@@ -292,6 +341,9 @@ def _refit(run_dir: Path, config: RunConfig, trained: dict, train, say) -> dict:
                                                   "keep_epoch": "last"})
     started = time.perf_counter()
     summary = train(refit_dir, variant, progress=False, max_seconds=None, model_name="model")
+    if ease is not None:
+        fit_neighbour_table(RunData(refit_dir), ease["family"], ease["params"]).save(
+            refit_dir / "model")
     seconds = time.perf_counter() - started
     say(f"auto: refit on the training + validation periods, {epochs} epoch(s), {seconds:.0f}s")
     return {"run": REFIT_FOLDER, "epochs": epochs, "seconds": round(seconds, 2),
@@ -307,6 +359,7 @@ def _install(run_dir: Path, chosen: dict, refit: dict | None) -> dict:
     configuration."""
     _serve_model(run_dir, refit["model"] if refit else chosen["model"])
     record_rank(run_dir, RankConfig(content_blend=chosen["content_blend"],
+                                    ease_blend=chosen["ease_blend"],
                                     blend_modalities=["text"]))
     section = (read_manifest(run_dir / REFIT_FOLDER).get("train") if refit
                else read_manifest(run_dir).get(f"train:{chosen['model']}"))

@@ -61,8 +61,8 @@ def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None =
             refit_for_serving=train.auto_refit,
             overrides=explicit, say=say)
         record = summary["operating_point"]
-        summary["rank"] = (f"rank: content blend {record['content_blend']:g}, chosen on "
-                           "validation with the candidate")
+        summary["rank"] = (f"rank: content blend {record['content_blend']:g}, EASE blend "
+                           f"{record['ease_blend']:g}, chosen on validation with the candidate")
         summary["preset"] = f"auto → {record['chosen']}"
         return summary
     explicit = set(overrides) | config.train.model_fields_set
