@@ -234,6 +234,38 @@ def test_a_tuned_content_blend_is_what_the_service_serves(run_copy, tmp_path, ma
     assert ids(body) == [i for i in blended[0] if i] and body["mode"] == "index"
 
 
+def test_an_ease_blend_is_served_like_the_library(run_copy, tmp_path, make_settings):
+    """`[rank] ease_blend`: the model folder's EASE table is staged with the bundle, the index
+    path ranks as the library does, lists exported with the same blend are served from the
+    precomputed table and lists exported without it are not."""
+    import json
+
+    from relrec.rerank.neighbours import NEIGHBOURS_FILE
+    from relrec.run import RunData
+    from relrec.train.neighbour_table import fit_neighbour_table
+
+    fit_neighbour_table(RunData(run_copy), "ease_users", {"l2": 200.0}).save(
+        run_copy / "model")
+    manifest_path = run_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["rank"] = {"content_blend": 0.0, "ease_blend": 2.0,
+                                  "candidate_pool": 50}
+    manifest_path.write_text(json.dumps(manifest))
+    blended, _ = RelatedItems.load(run_copy).similar_items(["1", "2"], k=10)
+    plain, _ = RelatedItems.load(run_copy, ease_blend=0.0).similar_items(["1", "2"], k=10)
+    assert blended.tolist() != plain.tolist()
+    RelatedItems.load(run_copy, ease_blend=0.0).export(run_copy / "export" / "related.parquet",
+                                                       20)
+    client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "a")))
+    body = client.get("/v1/items/1/related", params={"k": 10}).json()
+    assert ids(body) == [i for i in blended[0] if i] and body["mode"] == "index"
+    assert f"model/{NEIGHBOURS_FILE}" in client.app.state.service.models["main"].staged.hashes
+    RelatedItems.load(run_copy).export(run_copy / "export" / "related.parquet", 20)
+    client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "b")))
+    body = client.get("/v1/items/2/related", params={"k": 10}).json()
+    assert ids(body) == [i for i in blended[1] if i] and body["mode"] == "precomputed"
+
+
 def test_a_served_run_with_a_reranker_diversifies_like_the_library(run_copy, serve_runs,
                                                                     tmp_path, make_settings):
     from relrec.train.reranker import train_reranker
