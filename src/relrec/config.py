@@ -110,6 +110,12 @@ class TrainConfig(_Section):
     semantic_threshold_rule: Literal["random-baseline", "quantile"] = Field(
         "random-baseline", description="random-baseline: the 95th percentile of text cosine "
         "over random item pairs; quantile: the median over the co-engaged training pairs")
+    semantic_min_lift: float = Field(
+        1.3, ge=0.0, description="the semantic task is dropped (said in the training notes) "
+        "when its pseudo-labels call distinct co-engaged training pairs related no more than "
+        "this many times as often as random pairs (noise text: 0.8-1.15 on synthetic data, "
+        "ml-latest-small titles: 1.7-2.9): labels from content without signal only add noise "
+        "(0 = always keep it, the paper's behaviour)")
     full_search: bool = Field(
         True, description="preset full: choose w_sem (1:1 … 1:1000) and the threshold rule on "
         "validation (skipped when w_sem is given); off = the paper's 1:500")

@@ -233,6 +233,6 @@ def test_auto_with_pure_noise_content_keeps_cf_recall(tmp_path_factory, planted)
     assert rows[record["chosen"]]["recall@10"]["value"] >= 0.98 * cf_recall
     # the content candidates themselves (their ranking alone) stay within ±0.5 points of cf
     for name, row in rows.items():
-        if row["content_blend"] == 0 and row["ease_blend"] == 0 and "mtl" not in name and \
-                "paper" not in name:
+        # (the semantic task's noise labels are dropped: their co-engagement lift is ~1)
+        if row["content_blend"] == 0 and row["ease_blend"] == 0 and "paper" not in name:
             assert abs(row["recall@10"]["value"] - cf_recall) <= 0.005, name

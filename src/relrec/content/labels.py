@@ -23,12 +23,16 @@ RANDOM_BASELINE_PERCENTILE = 95.0
 
 def pair_cosine(vectors: np.ndarray, triggers: np.ndarray, candidates: np.ndarray,
                 chunk: int = 1_000_000) -> np.ndarray:
-    """Cosine (dot product of L2-normalised rows) for each (trigger, candidate) pair, float32.
+    """Cosine (dot product of the L2-normalised rows) for each (trigger, candidate) pair,
+    float32.
 
     Computed in chunks of ``chunk`` pairs so memory stays bounded on large pair tables.
     Zero rows (items without content) give 0.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
+    # user-provided vectors (relrec.content.stage.write_content) need not be unit length
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.where(norms > 0, norms, 1.0)
     triggers = np.asarray(triggers, dtype=np.int64).reshape(-1)
     candidates = np.asarray(candidates, dtype=np.int64).reshape(-1)
     if triggers.shape != candidates.shape:

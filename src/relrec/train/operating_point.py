@@ -469,6 +469,8 @@ def search_full_recipe(run_dir: str | Path, config: RunConfig, *, train,
     versus_cf = (f"{100 * loss:.1f}% below cf's" if loss > 0 else "not below cf's")
     say(f"full: w_sem {chosen['w_sem']:g}, {labels.get('rule', 'no semantic labels')} "
         f"({choice['rule']}); validation recall@10 {versus_cf}")
+    if labels.get("dropped"):
+        say(f"full: {labels['dropped']}")
     if lift is not None:
         say(f"full: pseudo-labels call {100 * agreement['positive_share_of_pairs']:.1f}% of "
             f"co-engaged training pairs related vs "

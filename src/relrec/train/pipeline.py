@@ -79,6 +79,9 @@ def train_preset(run_dir: str | Path, config: RunConfig, *, preset: str | None =
         resolved.train = TrainConfig.model_validate(summary["train_config"])
     else:
         summary = train_run(run_dir, resolved, progress=progress)
+        dropped = summary.get("notes", {}).get("semantic_labels", {}).get("dropped")
+        if dropped:
+            say(dropped)
     config = resolved
     manifest = read_manifest(run_dir)
     if manifest.get("operating_point"):  # RUN/model is no longer auto's choice

@@ -139,10 +139,23 @@ def semantic_pair_labels(run: RunData, train_config: TrainConfig, notes: dict) -
     # agreement of the pseudo-labels with co-engagement: how much more often a co-engaged pair
     # is labelled related than a random pair is
     random_share = float(semantic_labels(random_scores, threshold).mean())
+    lift = weighted_share / random_share if random_share > 0 else None
+    # the guard reads distinct pairs: a few heavy pairs make the weighted share noisy
+    distinct_share = float(labels[both_ok].mean()) if both_ok.any() else 0.0
+    distinct_lift = distinct_share / random_share if random_share > 0 else None
     notes["semantic_labels"] = {
         "threshold": float(threshold), "rule": rule,
         "positive_share_of_pairs": weighted_share, "positive_share_of_random_pairs": random_share,
-        "co_engagement_lift": weighted_share / random_share if random_share > 0 else None}
+        "co_engagement_lift": lift, "co_engagement_lift_distinct_pairs": distinct_lift}
+    lift = distinct_lift
+    if train_config.semantic_min_lift > 0 and (lift is None or
+                                               lift < train_config.semantic_min_lift):
+        notes["semantic_labels"]["dropped"] = (
+            f"the semantic task was dropped: its pseudo-labels call co-engaged pairs related "
+            f"{'as often as' if lift is None else f'{lift:.2f}x as often as'} random pairs "
+            f"(< semantic_min_lift {train_config.semantic_min_lift:g}); the text carries no "
+            "relatedness signal the task could teach")
+        return None
     return labels
 
 
