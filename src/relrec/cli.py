@@ -419,6 +419,14 @@ def train_reranker_command(
     console.print(f"[green]re-ranker trained[/green]: {summary['slots']} slots from "
                   f"{summary['slates']} validation slates, positive rate "
                   f"{summary['positive_rate']:.3f} ({summary['seconds']:.0f}s)")
+    verdict = summary["default"]
+    ne, topics = verdict["holdout_ne"], verdict["distinct_derived_topics"]
+    console.print(
+        f"diversify by default: {'recommended' if verdict['recommended'] else 'not recommended'}"
+        f" — holdout NE contextual {ne['contextual']:.4f} vs point-wise {ne['pointwise']:.4f}, "
+        f"distinct derived topics in the first page {topics['diversified']:.2f} vs "
+        f"{topics['main']:.2f} without it (validation sessions). `diversify` stays a request "
+        "option, off unless asked.")
 
 
 @app.command()

@@ -270,7 +270,13 @@ def test_a_served_run_with_a_reranker_diversifies_like_the_library(run_copy, ser
                                                                     tmp_path, make_settings):
     from relrec.train.reranker import train_reranker
 
-    train_reranker(run_copy, epochs=1, max_triggers=2000)
+    summary = train_reranker(run_copy, epochs=1, max_triggers=2000)
+    # the default-on verdict: both conditions measured on the held-out validation sessions
+    verdict = summary["default"]
+    ne, topics = verdict["holdout_ne"], verdict["distinct_derived_topics"]
+    assert verdict["triggers"] > 0 and topics["main"] >= 1
+    assert verdict["recommended"] == (ne["contextual"] < ne["pointwise"]
+                                      and topics["diversified"] > topics["main"])
     recorded = RunData(run_copy).config.rerank  # the settings used, in the manifest's config
     assert (recorded.epochs, recorded.max_triggers) == (1, 2000)
     client = TestClient(create_app(make_settings(run_copy, state_dir=tmp_path / "s")))

@@ -14,12 +14,16 @@ def test_toml_rerank_values_reach_the_trainer_and_options_override(tmp_path, mon
 
     def fake_train(run_dir, settings, **overrides):
         seen.update(run_dir=run_dir, settings=settings, overrides=overrides)
-        return {"slots": 1, "slates": 1, "positive_rate": 0.5, "seconds": 0.0}
+        return {"slots": 1, "slates": 1, "positive_rate": 0.5, "seconds": 0.0,
+                "default": {"recommended": False,
+                            "holdout_ne": {"contextual": 0.9, "pointwise": 0.8},
+                            "distinct_derived_topics": {"main": 3.0, "diversified": 4.0}}}
 
     monkeypatch.setattr(cli, "train_reranker", fake_train)
     result = CliRunner().invoke(cli.app, ["train-reranker", str(tmp_path / "run"), "--config",
                                           str(config), "--epochs", "2", "--topics", "7"])
     assert result.exit_code == 0, result.output
+    assert "diversify by default: not recommended" in " ".join(result.output.split())
     settings = seen["settings"]
     assert isinstance(settings, RerankConfig) and not seen["overrides"]
     assert (settings.slate_size, settings.learning_rate) == (12, 0.01)  # from the TOML
@@ -44,3 +48,12 @@ def test_train_reranker_refuses_an_unknown_override(tmp_path):
 
     with pytest.raises(ValueError, match="slate_sise"):
         train_reranker(tmp_path, RerankConfig(), slate_sise=3)
+
+
+def test_distinct_topics_counts_each_list_and_ignores_padding():
+    import numpy as np
+
+    from relrec.train.reranker import _distinct_topics
+
+    topics = np.array([0, 0, 1, 2, 2])
+    assert _distinct_topics(np.array([[0, 1, 2], [3, 4, -1]]), topics) == 1.5

@@ -124,7 +124,8 @@ def run_caviar_study(run_dir: str | Path, config: RunConfig | None = None, *,
         train_reranker(run_dir, model_name=model_name, slate_size=slate_size, epochs=epochs,
                        max_triggers=max_triggers, alpha=alpha, seed=seed, n_topics=n_topics)
     reranker = ContextualReranker.load(reranker_dir(run_dir))
-    model = RelatedItems.load(run_dir, model_name=model_name, content_blend=0.0)
+    model = RelatedItems.load(run_dir, model_name=model_name, content_blend=0.0,
+                              ease_blend=0.0)
     n_boot = config.evaluate.n_bootstrap
     directory = Path(out_dir) if out_dir else run.run_dir / "study" / "caviar"
     directory.mkdir(parents=True, exist_ok=True)

@@ -100,16 +100,19 @@ def run_mtmh_study(run_dir: str | Path, config: RunConfig | None = None, *,
     segments = segment_pairs(run, split, evaluate_config)
     # (name, group, system, query options, settings shown); α = 1 / 0 is one head alone
     systems: list[tuple[str, str, object, dict, dict]] = []
-    mtmh = RelatedItems.load(run_dir, model_name=names["mtmh"], content_blend=0.0)
+    mtmh = RelatedItems.load(run_dir, model_name=names["mtmh"], content_blend=0.0,
+                             ease_blend=0.0)
     systems.append((REFERENCE, "MTMH heads", mtmh, {"alpha": 1.0}, {"head": "engagement"}))
     systems.append(("MTMH relevance head", "MTMH heads", mtmh, {"alpha": 0.0},
                     {"head": "relevance"}))
     for alpha in alphas:
         systems.append((f"MTMH α={alpha}", "MTMH α sweep", mtmh, {"alpha": alpha},
                         {"alpha": alpha}))
-    mtsh = RelatedItems.load(run_dir, model_name=names["mtsh"], content_blend=0.0)
+    mtsh = RelatedItems.load(run_dir, model_name=names["mtsh"], content_blend=0.0,
+                             ease_blend=0.0)
     systems.append(("MTSH (one head, multi-task)", "ablations", mtsh, {}, {}))
-    stmh = RelatedItems.load(run_dir, model_name=names["stmh"], content_blend=0.0)
+    stmh = RelatedItems.load(run_dir, model_name=names["stmh"], content_blend=0.0,
+                             ease_blend=0.0)
     systems.append(("STMH engagement head", "ablations", stmh, {"alpha": 1.0}, {}))
     systems.append(("STMH relevance head (no KL)", "ablations", stmh, {"alpha": 0.0}, {}))
     systems.append(("STMH α=0.5", "ablations", stmh, {"alpha": 0.5}, {"alpha": 0.5}))

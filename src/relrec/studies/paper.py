@@ -128,7 +128,8 @@ def run_paper_study(run_dir: str | Path, config: RunConfig, *, split: str = "val
             if progress:
                 console.print(f"[bold]study[/bold] training {system}")
             train_run(run_dir, variant, progress=progress, model_name=name)
-            model = RelatedItems.load(run_dir, model_name=name, content_blend=0.0)
+            model = RelatedItems.load(run_dir, model_name=name, content_blend=0.0,
+                                      ease_blend=0.0)
             evaluation = evaluate_system(run, model, system, config.evaluate, split, segments)
             valid_evaluation = evaluate_system(run, model, system, config.evaluate, "valid",
                                                {"all": valid_segments["all"]})
