@@ -1,24 +1,25 @@
 """The semantic task's pseudo-labels (paper eq. 3) and the guard that drops them when they
 carry no relatedness signal: noise text must not teach the tower anything."""
 
+import shutil
+
 import numpy as np
 import pytest
 
-from relrec.config import RunConfig, TrainConfig
+from relrec.config import TrainConfig
 from relrec.content.stage import write_content
-from relrec.data.prepare import prepare_run
-from relrec.data.synthetic import generate
 from relrec.run import RunData
 from relrec.train.setup import semantic_pair_labels
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
-    dataset = generate(n_items=300, n_topics=10, n_users=600, autoplay_rate=0.2,
-                       text_noise=0.3, seed=5)
-    run_dir = tmp_path_factory.mktemp("labels") / "run"
-    prepare_run(run_dir, RunConfig(), interactions=dataset.interactions, items=dataset.items)
-    return RunData(run_dir), dataset
+def planted(synthetic_run, tmp_path_factory):
+    """A copy of a shared synthetic run: the tests write text content into it."""
+    run_dir, dataset = synthetic_run(n_items=300, n_topics=10, n_users=600,
+                                     autoplay_rate=0.2, text_noise=0.3, seed=5)
+    copy = tmp_path_factory.mktemp("labels") / "run"
+    shutil.copytree(run_dir, copy)
+    return RunData(copy), dataset
 
 
 @pytest.mark.parametrize("rule", ["random-baseline", "quantile"])
