@@ -68,3 +68,4 @@ def test_an_explicit_ease_blend_fits_the_served_table(trained_cf):
     assert (blended.similar_items(ids, 10)[0] != alone.similar_items(ids, 10)[0]).any()
     set_rank_after_training(trained_cf, RunConfig(), explicit_rank=False)
     assert RelatedItems.load(trained_cf).rank.ease_blend == 0.0
+    assert not (trained_cf / "model" / NEIGHBOURS_FILE).exists()  # no stale table shipped

@@ -24,6 +24,7 @@ from relrec.errors import RunDirError
 from relrec.evaluate.evaluation import evaluate_system, segment_pairs
 from relrec.manifest import read_manifest, update_manifest
 from relrec.rerank.lists import RankedLists
+from relrec.rerank.neighbours import NEIGHBOURS_FILE
 from relrec.run import RunData
 from relrec.train.neighbour_table import fit_neighbour_table, tune_ease
 
@@ -96,6 +97,8 @@ def set_rank_after_training(run_dir: str | Path, config: RunConfig, explicit_ran
         description = "rank: model scores alone (content blend 0)"
     if rank.ease_blend > 0:  # the served model needs its EASE neighbour table
         description += "; " + write_served_neighbour_table(run_dir, config)
+    else:  # a table left by an earlier `auto` would be staged and shipped for nothing
+        (Path(run_dir) / "model" / NEIGHBOURS_FILE).unlink(missing_ok=True)
     record_rank(run_dir, rank)
     return description
 
