@@ -26,7 +26,7 @@ from relrec.manifest import read_manifest, update_manifest
 from relrec.rerank.lists import RankedLists
 from relrec.rerank.neighbours import NEIGHBOURS_FILE
 from relrec.run import RunData
-from relrec.train.neighbour_table import fit_neighbour_table, tune_ease
+from relrec.train.neighbour_table import tuned_neighbour_table
 
 DEFAULT_WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
 
@@ -107,9 +107,9 @@ def write_served_neighbour_table(run_dir: str | Path, config: RunConfig) -> str:
     """Fit EASE (λ tuned on validation, cached per split) on the run's training period and
     save its neighbour table beside ``RUN/model``; returns a one-line description."""
     run = RunData(run_dir)
-    ease = tune_ease(run, config.evaluate, seed=config.train.seed)
-    if "skipped" in ease:
+    ease, table = tuned_neighbour_table(run, config.evaluate, seed=config.train.seed)
+    if table is None:
         raise RunDirError(f"{run_dir}: [rank] ease_blend needs EASE, which cannot be fitted "
                           f"here ({ease['skipped']}); set ease_blend = 0")
-    fit_neighbour_table(run, ease["family"], ease["params"]).save(run.run_dir / "model")
+    table.save(run.run_dir / "model")
     return f"EASE neighbour table ({ease['family']}, {ease['params']}, chosen on validation)"

@@ -23,29 +23,36 @@ NEIGHBOURS = 256
 FAMILIES = ("ease_users", "ease_sessions")
 
 
-def tune_ease(run: RunData, evaluate_config: EvaluateConfig, seed: int = 0) -> dict:
-    """EASE's validation-tuned setting for this split: ``{"family", "params", "validation",
-    "source", "seconds"}``, or ``{"skipped": note}`` when no family can be fitted (too many
-    items, no training data)."""
+def tuned_neighbour_table(run: RunData, evaluate_config: EvaluateConfig, seed: int = 0,
+                          neighbours: int = NEIGHBOURS) -> tuple[dict, NeighbourWeights | None]:
+    """EASE's validation-tuned setting for this split and the table of the peer that tuning
+    fitted (no second fit): ``({"family", "params", "validation", "source", "seconds"}, table)``,
+    or ``({"skipped": note, "seconds"}, None)`` when no family can be fitted (too many items, no
+    training data)."""
     started = time.perf_counter()
     notes = []
     for family in FAMILIES:
-        record = tune_peers(run, evaluate_config, families=(family,), seed=seed
-                            )["record"]["families"][family]
+        tuned = tune_peers(run, evaluate_config, families=(family,), seed=seed)
+        record = tuned["record"]["families"][family]
         if record.get("skipped"):
             notes.append(record["skipped"])
             continue
+        table = _table(tuned["systems"][family], run, family, record["chosen"], neighbours)
         return {"family": family, "params": record["chosen"], "validation":
                 record["validation"], "source": record["source"],
-                "seconds": round(time.perf_counter() - started, 2)}
-    return {"skipped": "; ".join(notes), "seconds": round(time.perf_counter() - started, 2)}
+                "seconds": round(time.perf_counter() - started, 2)}, table
+    return {"skipped": "; ".join(notes),
+            "seconds": round(time.perf_counter() - started, 2)}, None
 
 
 def fit_neighbour_table(run: RunData, family: str, params: dict,
                         neighbours: int = NEIGHBOURS) -> NeighbourWeights:
     """EASE (``family`` at ``params``) fitted on the run's training period (a refit run's:
     training + validation), each item's ``neighbours`` largest weights kept."""
-    ease = build_peer(family, params).fit(run)
+    return _table(build_peer(family, params).fit(run), run, family, params, neighbours)
+
+
+def _table(ease, run: RunData, family: str, params: dict, neighbours: int) -> NeighbourWeights:
     settings = {"family": family, **params, "neighbours": int(neighbours),
                 "training_end": run.training_end, "items_fitted": int(len(ease.items_))}
     return NeighbourWeights.from_dense(ease.weights_, ease.items_, run.n_items, neighbours,

@@ -50,7 +50,7 @@ from relrec.rerank.lists import BlendGrid, RankedLists
 from relrec.rerank.neighbours import NeighbourWeights
 from relrec.run import RunData
 from relrec.train.blend_tuning import record_rank
-from relrec.train.neighbour_table import fit_neighbour_table, tune_ease
+from relrec.train.neighbour_table import fit_neighbour_table, tuned_neighbour_table
 from relrec.train.presets import resolve_train_config
 
 TOLERANCE = 0.02
@@ -221,14 +221,9 @@ def search_operating_point(run_dir: str | Path, config: RunConfig, *, train,
     family = candidate_family(available)
     # EASE's λ is the validation-tuned peer's (cached per split) and, like first-time content
     # embedding, outside the search's budget
-    ease = tune_ease(run, config.evaluate, seed=config.train.seed)
-    neighbours = None
-    if "skipped" in ease:
+    ease, neighbours = tuned_neighbour_table(run, config.evaluate, seed=config.train.seed)
+    if neighbours is None:
         say(f"auto: no model + EASE rows ({ease['skipped']})")
-    else:
-        fit_started = time.perf_counter()
-        neighbours = fit_neighbour_table(run, ease["family"], ease["params"])
-        ease["table_seconds"] = round(time.perf_counter() - fit_started, 2)
     segments = segment_pairs(run, "valid", config.evaluate)
     segments = {name: segments[name] for name in ("all", "cold") if name in segments}
     started = time.perf_counter()
