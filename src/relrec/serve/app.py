@@ -51,7 +51,8 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         yield
         stop.set()
 
-    app = FastAPI(title="relrec", version="1", lifespan=lifespan,
+    telemetry = None if s.opentelemetry else {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="relrec", version="1", lifespan=lifespan, telemetry=telemetry,
                   description="Related-item lists: by item, session (up next), batch and content; "
                               "web explorer at /.")
     app.state.service = state
@@ -90,6 +91,8 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
 
     for module in ROUTERS:  # the routes themselves (metric labels read their templates)
         app.router.routes.extend(module.router(state).routes)
+    # the most frequent request is matched first, before the docs and the other routes
+    app.router.routes.sort(key=lambda route: not getattr(route, "hot_path", False))
 
     @app.get("/", include_in_schema=False)
     async def index():

@@ -41,7 +41,13 @@ from relrec.rerank.lists import BLEND_FIELDS
 from relrec.serve.bundle import BundleError, StagedBundle
 from relrec.serve.catalogue import Catalogue
 from relrec.serve.reasons import co_engagement, load_pair_counts, text_similarity
-from relrec.serve.render import PrecomputedBodies, dumps, entry_bytes
+from relrec.serve.render import (
+    ENTRY,
+    PrecomputedBodies,
+    dumps,
+    score_text_of,
+    similarity_text_of,
+)
 from relrec.serve.runtime_items import RuntimeItemsMixin, default_text_encoder, unit_vectors
 from relrec.serve.validation import validated_lists
 
@@ -238,24 +244,28 @@ class ServedModel(RuntimeItemsMixin):
         similarity, has_similarity = self._text_similarity(triggers, indices, trigger_text)
         catalogue = self.catalogue
         masks = catalogue.topic_masks
+        item_masks, json_list, fragment = masks.masks, masks.json_list, catalogue.fragment
         n = self.n_items
         extra_mask = masks.mask(trigger_topics) if trigger_topics else 0
+        # the numbers of the whole grid as their JSON text at once (per-entry work is then
+        # only lookups and one format)
+        score_text = [[score_text_of(value) for value in row] for row in scores.tolist()]
+        similarity_text = [[similarity_text_of(value) if has else b"null"
+                            for value, has in zip(row, row_has)]
+                           for row, row_has in zip(similarity.tolist(), has_similarity.tolist())]
         out = []
-        for r in range(len(indices)):
+        for r, (row, row_co) in enumerate(zip(indices.tolist(), co.tolist())):
             union = extra_mask
             for t in triggers[r].tolist():
                 if t >= 0:
-                    union |= masks.masks[t] if t < n else masks.mask(catalogue.item_topics(t))
-            parts = []
-            row_scores, row_sim, row_has, row_co = (scores[r].tolist(), similarity[r].tolist(),
-                                                    has_similarity[r].tolist(), co[r].tolist())
-            for j, index in enumerate(indices[r].tolist()):
+                    union |= item_masks[t] if t < n else masks.mask(catalogue.item_topics(t))
+            row_scores, row_similarity, parts = score_text[r], similarity_text[r], []
+            for j, index in enumerate(row):
                 if index < 0:
                     break
-                mask = masks.masks[index] if index < n else masks.mask(catalogue.item_topics(index))
-                parts.append(entry_bytes(j + 1, row_scores[j], catalogue.fragment(index),
-                                         masks.json_list(mask & union),
-                                         row_sim[j] if row_has[j] else None, row_co[j]))
+                mask = item_masks[index] if index < n else masks.mask(catalogue.item_topics(index))
+                parts.append(ENTRY % (j + 1, row_scores[j], fragment(index),
+                                      json_list(mask & union), row_similarity[j], row_co[j]))
             out.append(parts)
         return out
 

@@ -20,9 +20,14 @@ def dumps(value) -> bytes:
                       allow_nan=False).encode()
 
 
-def score_bytes(score: float) -> bytes:
+def score_text_of(score: float) -> bytes:
     """A score as the JSON number ``round(score, 6)`` (what the dict-based bodies held)."""
-    return repr(round(float(score), 6)).encode()
+    return b"%a" % round(float(score), 6)
+
+
+def similarity_text_of(similarity: float) -> bytes:
+    """A text similarity as the JSON number ``round(similarity, 4)``."""
+    return b"%a" % round(float(similarity), 4)
 
 
 def item_fragment(item_id: str, title: str, topics: list[str], image_url: str | None) -> bytes:
@@ -58,13 +63,11 @@ class TopicMasks:
         return cached
 
 
-def entry_bytes(rank: int, score: float, fragment: bytes, shared_topics: bytes,
-                text_similarity: float | None, co_engagement: int) -> bytes:
-    similarity = b"null" if text_similarity is None else repr(round(float(text_similarity),
-                                                                    4)).encode()
-    return b'{"rank":%d,"score":%s,%s,"reasons":{"shared_topics":%s,"text_similarity":%s,' \
-           b'"co_engagement_count":%d}}' % (rank, score_bytes(score), fragment, shared_topics,
-                                             similarity, co_engagement)
+# one list entry: rank, score text, the item's fragment, shared topics (JSON list),
+# text similarity (text or null), co-engagement count
+ENTRY = (b'{"rank":%d,"score":%s,%s,"reasons":{"shared_topics":%s,"text_similarity":%s,'
+         b'"co_engagement_count":%d}}')
+
 
 
 def list_body(head: dict, entries: bytes, k: int, notes: list[str] | None = None) -> bytes:

@@ -113,7 +113,7 @@ def run_server(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(run_dir=Path(run_dir), **settings)
+    settings = Settings(run_dir=Path(run_dir), **{"freeze_gc": True, **settings})
     limiter = LogRateLimit(settings.log_rate, settings.log_report_interval) \
         if settings.log_rate else None
     if limiter is not None:

@@ -30,6 +30,14 @@ class Settings:
     max_added_items: int = 10_000         # items added at run time, in all (they persist)
     max_precomputed_k: int = 1000         # rows per trigger of exported lists (n_items x K table)
     max_search_results: int = 50
+    search_batch: int = 64               # index-path requests answered by one search (1: off)
+    # the loaded bundles' objects frozen out of the garbage collector after each (re)load:
+    # a full collection of them stalled every request for ~130 ms (the p99 under load).
+    # ``relrec serve`` turns it on; off for embedded apps (tests build many)
+    freeze_gc: bool = False
+    # FastAPI's native OpenTelemetry (traces, metrics, logs to the global providers): off, its
+    # per-request check of the providers cost ~19 us a request; /metrics is Prometheus
+    opentelemetry: bool = False
     # -- limits against expensive or slow clients (None / 0: off); see docs/SERVING.md
     max_concurrent_requests: int | None = 64  # in flight at once (not /healthz, /readyz): 503
     max_content_requests: int | None = 2      # /v1/related/by-content (the encoder) at once: 429

@@ -4,6 +4,7 @@ added at run time, availability marks, and the metrics registry."""
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import threading
@@ -68,12 +69,25 @@ class ServiceState:
                                registry=self.registry)
         self.ready = False
         self.labels: RouteLabels | None = None  # set by create_app: labels from its routes
+        self._metric_children: dict = {}  # (method, route, status) -> metric children
+        self.search_batcher = None  # set by the related routes (serve/batching.py)
+        for name, what, read in (
+                ("relrec_search_batches", "batched index searches answered",
+                 lambda: self.search_batcher.batches if self.search_batcher else 0),
+                ("relrec_search_batched_requests", "requests answered by those searches",
+                 lambda: self.search_batcher.requests if self.search_batcher else 0)):
+            Gauge(name, what, registry=self.registry).set_function(read)
 
     def observe(self, scope, status: int, seconds: float) -> None:
         # closed label sets: route templates and known methods, else "other" (see limits.py)
         label = self.labels.route(scope) if self.labels is not None else "other"
-        self.requests.labels(RouteLabels.method(scope), label, str(status)).inc()
-        self.latency.labels(label).observe(seconds)
+        key = (RouteLabels.method(scope), label, status)
+        children = self._metric_children.get(key)
+        if children is None:  # label sets are closed: this dict stays small
+            children = self._metric_children[key] = (
+                self.requests.labels(key[0], label, str(status)), self.latency.labels(label))
+        children[0].inc()
+        children[1].observe(seconds)
 
     # -- bundles ---------------------------------------------------------------------------
     def _image_root(self, model_source: Path) -> Path | None:
@@ -200,6 +214,7 @@ class ServiceState:
             self.install(name, self._load(name, fallback=True))
         self.load_blocklist()
         self.ready = True
+        self.settle_garbage()
 
     def install(self, name: str, model: ServedModel) -> None:
         old = self.models.get(name)
@@ -228,7 +243,17 @@ class ServiceState:
                 results[name] = {"previous": old.version if old else None,
                                  "version": model.version}
             self.load_blocklist()
+            self.settle_garbage()
             return results
+
+    def settle_garbage(self) -> None:
+        """With ``freeze_gc``: collect once, then freeze what survives (the models, the
+        libraries), so the collector never walks them again while serving; the previous
+        freeze is undone first, so a replaced bundle is still freed."""
+        if self.settings.freeze_gc:
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     def load_blocklist(self) -> None:
         path = self.settings.blocklist

@@ -8,6 +8,7 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Route
 
+from relrec.serve.batching import RequestBatcher
 from relrec.serve.engine import ServedModel
 from relrec.serve.errors import ServeError
 from relrec.serve.images import check_image
@@ -68,6 +69,20 @@ def router(state: ServiceState) -> APIRouter:
         return JSONBytes(list_bodies(model, [trigger], k, split_ids(s, exclude), alpha,
                                      diversify, exact)[0])
 
+    # unfiltered index-path lists in flight together: one batched search (serve/batching.py)
+    batcher = RequestBatcher(lambda key, triggers: list_bodies(key[0], list(triggers), key[1],
+                                                               [], key[2], False, key[3]),
+                             max_batch=max(1, s.search_batch))
+    state.search_batcher = batcher
+
+    async def related_unfiltered(model, item_id, k, alpha, exact) -> JSONBytes:
+        """One list without exclude or diversify: alone, or batched with the others in
+        flight (same model, k and options)."""
+        if s.search_batch <= 1:
+            return related_index(model, item_id, k, [], alpha, False, exact)
+        trigger = model.catalogue.require_indices([item_id])[0]
+        return JSONBytes(await batcher.submit((model, k, alpha, exact), trigger))
+
     @api.get("/v1/items/{item_id}/related", response_model=RelatedList, responses=ERRORS,
              response_class=JSONBytes)
     async def related(item_id: Annotated[str, PathParam(min_length=1, max_length=256)],
@@ -91,6 +106,8 @@ def router(state: ServiceState) -> APIRouter:
         arguments = (model, item_id, k, exclude, alpha, diversify, mode == "exact")
         if diversify:
             return await run_in_threadpool(related_index, *arguments)
+        if not exclude:
+            return await related_unfiltered(model, item_id, k, alpha, mode == "exact")
         return related_index(*arguments)
 
     def precomputed_answer(model, item_id: str, k: int):
@@ -111,7 +128,7 @@ def router(state: ServiceState) -> APIRouter:
         answer = precomputed_answer(model, item_id, k)
         if answer is not None:
             return answer
-        return related_index(model, item_id, k, [], None, False, False)
+        return await related_unfiltered(model, item_id, k, None, False)
 
     api.routes.insert(len(api.routes) - 1, CommonRelated(
         "/v1/items/{item_id}/related", related_common, methods=["GET"],
@@ -178,7 +195,10 @@ def router(state: ServiceState) -> APIRouter:
 
 class CommonRelated(Route):
     """Matches ``GET /v1/items/{id}/related`` with no query or only ``k=N`` (1 <= N <= max_k,
-    an id of at most 256 characters); every other request falls through to the next route."""
+    an id of at most 256 characters); every other request falls through to the next route.
+    ``hot_path``: the app tries it before every other route (it shadows none)."""
+
+    hot_path = True
 
     def __init__(self, *args, max_k: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -196,4 +216,5 @@ class CommonRelated(Route):
                 return Match.NONE, {}
         if not 1 <= len(child["path_params"]["item_id"]) <= 256:
             return Match.NONE, {}
+        child["route"] = self  # the metric label without matching every route again
         return match, child
