@@ -1,12 +1,13 @@
 """relrec serve against a bare Starlette app at the framework's speed, measured with wrk.
 
     python benchmarks/bench_serve_wrk.py RUN_DIR [--duration 10] [--connections 16 64]
+        [--http httptools|h11]
 
 One go: a bare Starlette app (one route answering a fixed body of the size of a relrec list) and
 ``relrec serve`` in precomputed mode (RUN_DIR/export/related.parquet, exported at K=100 first
-when missing) and in index mode (``--exact``), each on loopback under the same uvicorn (h11, one
-worker, no access log), driven by ``wrk`` with a Lua script that varies the item id. Only 2xx
-answers count; the service runs with its default limits. Then ``POST /v1/related`` (a batch of
+when missing) and in index mode (``--exact``), each on loopback under the same uvicorn (the
+``--http`` parser, httptools by default like ``relrec serve``; one worker, no access log),
+driven by ``wrk`` with a Lua script that varies the item id. Only 2xx answers count; the service runs with its default limits. Then ``POST /v1/related`` (a batch of
 50) and ``POST /v1/up-next`` (5 session items), and a hot-reload check: ``POST /admin/reload``
 three times during a wrk run must lose no request (every answer 2xx, no socket error).
 
@@ -91,12 +92,13 @@ def wait_ready(process, url: str, path: str, timeout: float = 300) -> None:
     raise SystemExit(f"{url} not ready after {timeout}s")
 
 
-def start_relrec(run_dir: Path, state_dir: Path, exact: bool):
+def start_relrec(run_dir: Path, state_dir: Path, exact: bool, http: str):
     port = free_port()
     args = [sys.executable, "-m", "relrec.cli", "serve", str(run_dir), "--host", "127.0.0.1",
             "--port", str(port), "--state-dir", str(state_dir), "--log-level", "warning"]
     if exact:
         args.append("--exact")
+    args += ["--http", http]
     env = dict(os.environ, RELREC_ADMIN_TOKEN=TOKEN, OMP_NUM_THREADS="1")
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=env)
@@ -105,13 +107,13 @@ def start_relrec(run_dir: Path, state_dir: Path, exact: bool):
     return process, url
 
 
-def start_bare(folder: Path, body: bytes):
+def start_bare(folder: Path, body: bytes, http: str):
     (folder / "body.json").write_bytes(body)
     (folder / "bare_app.py").write_text(BARE_APP.format(body=str(folder / "body.json")))
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1", "--port",
-         str(port), "--http", "h11", "--workers", "1", "--no-access-log", "--log-level",
+         str(port), "--http", http, "--workers", "1", "--no-access-log", "--log-level",
          "warning"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_ready(process, url, "/healthz")
@@ -162,6 +164,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
+                        help="uvicorn's HTTP parser, for both servers")
     parser.add_argument("--out", type=Path, default=HERE / "bench_serve_wrk.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -191,11 +195,12 @@ def main() -> None:
                                               k=args.k, path="/v1/up-next"))
         servers = {}
         for mode in ("precomputed", "index"):
-            process, url = start_relrec(run_dir, folder / f"state-{mode}", mode == "index")
+            process, url = start_relrec(run_dir, folder / f"state-{mode}", mode == "index",
+                                        args.http)
             servers[mode] = (process, url)
         probe = httpx.get(f"{servers['precomputed'][1]}/v1/items/{ids[0]}/related",
                           params={"k": args.k})
-        bare, bare_url = start_bare(folder, probe.content)
+        bare, bare_url = start_bare(folder, probe.content, args.http)
         try:
             for connections in args.connections:
                 base = wrk(bare_url, get_lua, connections, args.duration, args.threads)
@@ -252,7 +257,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "date": str(date.today()), "run_dir": run_dir.name, "duration_s": args.duration,
         "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "machine": platform.machine(), "body_bytes": len(probe.content),
+        "machine": platform.machine(), "body_bytes": len(probe.content), "http": args.http,
         "rows": rows, "checks": checks}, indent=2))
     print(f"wrote {args.out}")
 

@@ -468,6 +468,8 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
               "(0: only the open-file limit)"),
           log_rate: int = typer.Option(
               20, min=0, help="log records a second per message, the rest counted (0: all)"),
+          http: str = typer.Option(
+              "httptools", help="HTTP parser: httptools (the faster) or h11 (pure Python)"),
           search_batch: int = typer.Option(
               64, min=1, help="index-path requests in flight together answered by one search, "
               "at most (1: each alone)"),
@@ -483,7 +485,7 @@ def serve(run_dir: Path = typer.Argument(..., help="trained run to serve"),
                max_content_requests=max_content_requests or None,
                header_timeout=header_timeout or None, keep_alive_timeout=keep_alive_timeout,
                max_connections=max_connections or None, log_rate=log_rate or None,
-               search_batch=search_batch)
+               search_batch=search_batch, http=http)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from relrec.serve.app import create_app
+from relrec.serve.limits import HTTP_PARSERS
 
 from .conftest import HashingTextEncoder
 
@@ -190,9 +191,11 @@ def get(sock: socket.socket, path="/healthz", keep_alive=True) -> bytes:
     return data
 
 
+@pytest.mark.parametrize("http", HTTP_PARSERS)
 def test_a_connection_that_stops_mid_headers_is_closed_after_the_header_timeout(
-        served_app, serve_runs, make_settings):
-    settings = make_settings(serve_runs[0], header_timeout=0.5, keep_alive_timeout=0.5)
+        served_app, serve_runs, make_settings, http):
+    settings = make_settings(serve_runs[0], header_timeout=0.5, keep_alive_timeout=0.5,
+                             http=http)
     with ThreadServer(served_app, settings) as server:
         partial, silent = server.connect(), server.connect()
         partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
@@ -225,12 +228,14 @@ def test_a_connection_that_stops_mid_headers_is_closed_after_the_header_timeout(
         fresh.close()
 
 
+@pytest.mark.parametrize("http", HTTP_PARSERS)
 def test_trickling_the_body_of_a_request_answered_early_does_not_keep_it_open(
-        served_app, serve_runs, make_settings):
+        served_app, serve_runs, make_settings, http):
     # a 413 from the declared length comes before the body; the request's own deadline stands:
     # uvicorn's keep-alive timer (cancelled by every byte) must not take over, nor may the
     # trickle arm a fresh header timer for the request already answered
-    settings = make_settings(serve_runs[0], header_timeout=1.0, keep_alive_timeout=3.0)
+    settings = make_settings(serve_runs[0], header_timeout=1.0, keep_alive_timeout=3.0,
+                             http=http)
     with ThreadServer(served_app, settings) as server:
         sock = server.connect()
         start = time.monotonic()  # the header timer runs from the connection
@@ -298,10 +303,11 @@ class GateApp:
         await send({"type": "http.response.body", "body": b'{"ok": true}'})
 
 
+@pytest.mark.parametrize("http", HTTP_PARSERS)
 def test_past_the_connection_cap_the_longest_idle_connection_makes_room(serve_runs,
-                                                                         make_settings):
+                                                                         make_settings, http):
     settings = make_settings(serve_runs[0], header_timeout=30, keep_alive_timeout=30,
-                             max_connections=2)
+                             max_connections=2, http=http)
     app = GateApp()
     with ThreadServer(app, settings) as server:
         stalled = server.connect()

@@ -5,10 +5,10 @@
 * :class:`ConcurrencyLimits` — pure ASGI: at most N requests in flight (past it 503 JSON) and
   smaller pools for expensive paths such as the encoder's ``/v1/related/by-content`` (past it
   429 JSON); both with ``Retry-After``.
-* :func:`guarded_h11_protocol` — uvicorn's h11 protocol with a header timeout (uvicorn has none:
-  a connection that stops mid-headers, or never sends a byte, is otherwise kept forever) and a
-  cap on open connections (past it the longest idle one is closed, before file descriptors run
-  out).
+* :func:`guarded_protocol` — uvicorn's HTTP protocol (httptools or h11) with a header timeout
+  (uvicorn has none: a connection that stops mid-headers, or never sends a byte, is otherwise
+  kept forever) and a cap on open connections (past it the longest idle one is closed, before
+  file descriptors run out).
 * :class:`LogRateLimit` — a ``logging.Filter``: at most N records per second per logger and
   message; the dropped ones are counted and reported periodically.
 """
@@ -127,8 +127,61 @@ class ConcurrencyLimits:
 
 
 # -- connections: header timeout, connection cap -------------------------------------------
-def guarded_h11_protocol(header_timeout: float | None, max_connections: int | None):
-    """A subclass of uvicorn's ``H11Protocol`` (one class per server).
+# where the client's current request stands, for the guard below: WAITING (no request, or its
+# line and headers not complete), BODY (headers done, body arriving), RECEIVED (all of it read)
+WAITING, BODY, RECEIVED = "waiting", "body", "received"
+HTTP_PARSERS = ("httptools", "h11")
+
+
+def _parsed_protocol(parser: str):
+    """uvicorn's protocol for ``parser`` with ``request_state()`` (WAITING / BODY / RECEIVED)."""
+    if parser == "h11":
+        import h11
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        states = {h11.IDLE: WAITING, h11.SEND_BODY: BODY}
+
+        class ParsedH11(H11Protocol):
+            def request_state(self) -> str:
+                return states.get(self.conn.their_state, RECEIVED)
+
+        return ParsedH11
+    if parser != "httptools":
+        raise ValueError(f"unknown HTTP parser {parser!r} ({', '.join(HTTP_PARSERS)})")
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ParsedHttpTools(HttpToolsProtocol):
+        _state = WAITING
+
+        def request_state(self) -> str:
+            return self._state
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._state = WAITING
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._state = BODY
+
+        def on_message_complete(self) -> None:
+            answered = self.cycle is not None and self.cycle.response_complete
+            super().on_message_complete()
+            # a request answered before its body ended has nothing more to answer
+            self._state = WAITING if answered else RECEIVED
+
+        def on_response_complete(self) -> None:
+            if self._state == RECEIVED and not self.pipeline:
+                self._state = WAITING  # kept alive: the next request may come
+            super().on_response_complete()
+
+    return ParsedHttpTools
+
+
+def guarded_protocol(header_timeout: float | None, max_connections: int | None,
+                     parser: str = "httptools"):
+    """A subclass of uvicorn's protocol for ``parser`` (``httptools``, the faster, or ``h11``;
+    one class per server).
 
     ``header_timeout``: from the connection (or, on a kept-alive one, from the first byte of the
     next request) the client has this many seconds to send the whole request — request line,
@@ -138,13 +191,10 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
     idle longest (waiting for a request: mid-headers, silent or kept alive) is closed to make
     room — stalled connections cannot lock others out; when none is idle, the new one is closed.
     """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    receiving = (h11.IDLE, h11.SEND_BODY)  # the client's request is not complete yet
+    receiving = (WAITING, BODY)  # the client's request is not complete yet
     idle: dict = {}  # connections with no request in progress, longest idle first
 
-    class GuardedH11Protocol(H11Protocol):
+    class GuardedProtocol(_parsed_protocol(parser)):
         _header_timer = None
         _answered_early = False  # answered while the request body is still arriving
 
@@ -166,26 +216,27 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self._answered_early and self.conn.their_state is not h11.SEND_BODY:
+            state = self.request_state()
+            if self._answered_early and state != BODY:
                 # the body of a request answered early has ended (in time): a new cycle
                 self._answered_early = False
                 self._cancel_header_timer()
-                if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                if state == WAITING and not self.transport.is_closing():
                     idle.pop(self, None)
                     idle[self] = None
                     # uvicorn's keep-alive timer was cancelled by this data: our clock bounds
                     # the wait for the next request
                     self._arm_header_timer()
                     return
-            if self.conn.their_state is not h11.IDLE:
+            if state != WAITING:
                 idle.pop(self, None)  # a request is under way
-            if self.conn.their_state in receiving and not self.transport.is_closing():
+            if state in receiving and not self.transport.is_closing():
                 self._arm_header_timer()
             else:
                 self._cancel_header_timer()
 
         def on_response_complete(self) -> None:
-            if self.conn.their_state is h11.SEND_BODY:
+            if self.request_state() == BODY:
                 # answered before the body arrived (413 from a declared length, a 429/503
                 # refusal): the request's deadline stands. uvicorn's keep-alive timer cannot
                 # bound it — every trickled byte cancels that — so the header timer, never
@@ -195,7 +246,7 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
                 return
             self._cancel_header_timer()
             super().on_response_complete()
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if self.request_state() == WAITING and not self.transport.is_closing():
                 idle.pop(self, None)
                 idle[self] = None  # idle again, the most recent
 
@@ -218,11 +269,11 @@ def guarded_h11_protocol(header_timeout: float | None, max_connections: int | No
 
         def _header_timed_out(self) -> None:
             self._header_timer = None
-            if self.conn.their_state in receiving and not self.transport.is_closing():
+            if self.request_state() in receiving and not self.transport.is_closing():
                 self.transport.close()
 
-    GuardedH11Protocol.idle = idle  # for tests and introspection
-    return GuardedH11Protocol
+    GuardedProtocol.idle = idle  # for tests and introspection
+    return GuardedProtocol
 
 
 # -- logs ---------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+
 from relrec.serve.app import Settings, check_admin_token, create_app
-from relrec.serve.limits import LogRateLimit
-from relrec.serve.limits import guarded_h11_protocol
+from relrec.serve.limits import LogRateLimit, guarded_protocol
 
 log = logging.getLogger("relrec.serve")
 
@@ -31,13 +31,14 @@ def _descriptor_room(wanted: int | None) -> int | None:
 
 def build_server(app, settings, *, host: str = "127.0.0.1", port: int = 8000,
                  log_level: str = "info", log_config="default", **uvicorn_options):
-    """The uvicorn server ``relrec serve`` runs: h11 with the header timeout and connection cap
-    of ``settings`` (``Settings``), its keep-alive timeout, no access log."""
+    """The uvicorn server ``relrec serve`` runs: its HTTP parser (``settings.http``: httptools,
+    else h11) with the header timeout and connection cap of ``settings`` (``Settings``), its
+    keep-alive timeout, no access log."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    protocol = guarded_h11_protocol(settings.header_timeout,
-                                    _descriptor_room(settings.max_connections))
+    protocol = guarded_protocol(settings.header_timeout,
+                                _descriptor_room(settings.max_connections), settings.http)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             http=protocol, timeout_keep_alive=settings.keep_alive_timeout,
                             timeout_graceful_shutdown=5,

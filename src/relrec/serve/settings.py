@@ -44,6 +44,7 @@ class Settings:
     retry_after: int = 1                      # the Retry-After (seconds) of those 503 / 429
     header_timeout: float | None = 10.0       # seconds to send a whole request, else closed
     keep_alive_timeout: float = 5.0           # an idle kept-alive connection is closed after it
+    http: str = "httptools"                   # uvicorn's HTTP parser: httptools (faster) or h11
     max_connections: int | None = 1000        # open connections; past it new ones closed at once
     log_rate: int | None = 20                 # log records a second per logger and message
     log_report_interval: float = 60.0         # how often the dropped log records are reported
