@@ -7,9 +7,10 @@ One go: a bare Starlette app (one route answering a fixed body of the size of a 
 ``relrec serve`` in precomputed mode (RUN_DIR/export/related.parquet, exported at K=100 first
 when missing) and in index mode (``--exact``), each on loopback under the same uvicorn (the
 ``--http`` parser, httptools by default like ``relrec serve``; one worker, no access log),
-driven by ``wrk`` with a Lua script that varies the item id. Only 2xx answers count; the service runs with its default limits. Then ``POST /v1/related`` (a batch of
-50) and ``POST /v1/up-next`` (5 session items), and a hot-reload check: ``POST /admin/reload``
-three times during a wrk run must lose no request (every answer 2xx, no socket error).
+driven by ``wrk`` with a Lua script that varies the item id. Only 2xx answers count; the
+service runs with its default limits. Then ``POST /v1/related`` (a batch of 50) and
+``POST /v1/up-next`` (5 session items), and a hot-reload check: ``POST /admin/reload`` three
+times during a wrk run must lose no request (every answer 2xx, no socket error).
 
 Targets (docs/SERVING.md): relrec >= 50% of bare requests/s and p99 <= 3x bare p99 for both
 modes at each connection count. Prints a table; writes ``bench_serve_wrk.json`` beside itself.
