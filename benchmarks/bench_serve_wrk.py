@@ -150,6 +150,14 @@ def parse_wrk(output: str, duration: float) -> dict:
             "p99_ms": float(p99.group(1)) * UNITS[p99.group(2)] if p99 else None}
 
 
+def search_batches(url: str) -> tuple[float, float]:
+    """(batched index searches, requests they answered) from the server's /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    values = [re.search(rf"^{name} ([\d.e+]+)$", text, re.M)
+              for name in ("relrec_search_batches", "relrec_search_batched_requests")]
+    return tuple(float(v.group(1)) if v else 0.0 for v in values)
+
+
 def wrk(url: str, script: Path, connections: int, duration: int, threads: int) -> dict:
     output = subprocess.run(
         ["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d",
@@ -208,8 +216,13 @@ def main() -> None:
                 rows.append({"server": "bare starlette", "request": "GET related",
                              "connections": connections, **base})
                 for mode in ("precomputed", "index"):
+                    before = search_batches(servers[mode][1])
                     result = wrk(servers[mode][1], get_lua, connections, args.duration,
                                  args.threads)
+                    after = search_batches(servers[mode][1])
+                    if after[0] > before[0]:  # index-path requests answered together
+                        result["mean_search_batch"] = (after[1] - before[1]) / (after[0] -
+                                                                                before[0])
                     result["rps_ratio"] = result["rps_2xx"] / base["rps_2xx"]
                     result["p99_ratio"] = (result["p99_ms"] / base["p99_ms"]
                                            if base["p99_ms"] else None)
@@ -246,12 +259,13 @@ def main() -> None:
                 stop(process)
             stop(bare)
     print(f"{'server':<20} {'request':<22} {'conn':>4} {'2xx req/s':>10} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'rps/bare':>8} {'p99/bare':>8}")
+          f"{'p99 ms':>8} {'rps/bare':>8} {'p99/bare':>8} {'batch':>6}")
     for row in rows:
         print(f"{row['server']:<20} {row['request']:<22} {row['connections']:>4} "
               f"{row['rps_2xx']:>10.0f} {row['p50_ms'] or 0:>8.2f} {row['p99_ms'] or 0:>8.2f} "
               f"{row.get('rps_ratio', float('nan')):>8.2f} "
-              f"{row.get('p99_ratio') or float('nan'):>8.2f}")
+              f"{row.get('p99_ratio') or float('nan'):>8.2f} "
+              f"{row.get('mean_search_batch', float('nan')):>6.1f}")
     reload = checks["reload_under_load"]
     print(f"hot reload under load: reloads {reload['reload_status']}, "
           f"{reload['requests']} requests, lost {reload['lost']}")
