@@ -14,8 +14,11 @@ import threading
 import time
 
 import httpx
+import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from relrec.cli import app as cli_app
 from relrec.serve.app import create_app
 from relrec.serve.limits import HTTP_PARSERS
 
@@ -338,11 +341,21 @@ def test_serve_cli_takes_the_limits(run_copy, start_server):
     server = start_server(run_copy, "--state-dir", run_copy.parent / "state",
                           "--header-timeout", "0.5", "--keep-alive-timeout", "1",
                           "--max-connections", "50", "--max-concurrent-requests", "8",
-                          "--max-content-requests", "1", "--log-rate", "5")
+                          "--max-content-requests", "1", "--log-rate", "5",
+                          "--http", "h11", "--search-batch", "8")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
         assert read_until_closed(sock) == b""
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    item = pd.read_parquet(run_copy / "data" / "items.parquet")["item_id"].astype(str)[0]
+    answer = httpx.get(f"{server.url}/v1/items/{item}/related", params={"k": 3})
+    assert answer.status_code == 200 and len(answer.json()["items"]) == 3
+
+
+def test_serve_cli_refuses_an_unknown_http_parser_before_loading(run_copy):
+    result = CliRunner().invoke(cli_app, ["serve", str(run_copy), "--http", "fast"])
+    assert result.exit_code == 2
+    assert "--http 'fast': one of httptools, h11" in result.output
 
 
 def test_limits_are_on_by_default(tmp_path):

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from relrec.serve.app import Settings, check_admin_token, create_app
-from relrec.serve.limits import LogRateLimit, guarded_protocol
+from relrec.serve.limits import HTTP_PARSERS, LogRateLimit, guarded_protocol
 
 log = logging.getLogger("relrec.serve")
 
@@ -107,6 +107,8 @@ def run_server(run_dir: Path, *, host: str = "127.0.0.1", port: int = 8000,
                ssl_certfile: Path | None = None, insecure_admin: bool = False,
                **settings) -> None:
     check_admin_token(settings.get("admin_token"))
+    if settings.get("http", HTTP_PARSERS[0]) not in HTTP_PARSERS:  # before the model loads
+        raise ValueError(f"--http {settings['http']!r}: one of {', '.join(HTTP_PARSERS)}")
     check_admin_exposure(host, settings.get("admin_token"), ssl_keyfile=ssl_keyfile,
                          ssl_certfile=ssl_certfile, insecure_admin=insecure_admin)
     tls = {} if ssl_certfile is None else {"ssl_keyfile": str(ssl_keyfile),
