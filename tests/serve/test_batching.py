@@ -72,15 +72,30 @@ def test_a_cancelled_request_is_left_out_of_its_batch():
     assert seen == [2]
 
 
+def test_a_loop_that_ends_before_its_flush_does_not_stall_the_next():
+    batcher = RequestBatcher(lambda key, items: list(items))
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(batcher.submit("k", 1))
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # the request is queued, the loop stops before its flush runs
+    task.cancel()
+    loop.close()
+
+    async def later():
+        return await asyncio.wait_for(batcher.submit("k", 2), timeout=5)
+
+    assert asyncio.run(later()) == 2  # another loop is served (no flush left "scheduled")
+
+
 @pytest.fixture(scope="module")
 def index_apps(serve_runs, tmp_path_factory, make_settings):
-    """The same run served twice without precomputed lists: batched (default) and alone
+    """The same run served twice without precomputed lists: batched (the default 16) and alone
     (no in-flight limit: every request of the test is in flight at once)."""
     root = tmp_path_factory.mktemp("batching")
     return {batch: create_app(make_settings(serve_runs[0], state_dir=root / f"s{batch}",
                                             use_precomputed=False, search_batch=batch,
                                             max_concurrent_requests=None))
-            for batch in (64, 1)}
+            for batch in (16, 1)}
 
 
 async def fetch_all(app, paths):
@@ -91,7 +106,7 @@ async def fetch_all(app, paths):
 
 
 def test_batched_answers_are_the_bytes_of_lone_answers(index_apps):
-    batched, alone = index_apps[64], index_apps[1]
+    batched, alone = index_apps[16], index_apps[1]
     model = batched.state.service.models["main"]
     triggers = np.flatnonzero(model.related.eligible)
     ids = [str(model.run.item_ids[t]) for t in triggers]

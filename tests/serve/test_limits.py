@@ -337,6 +337,34 @@ def test_past_the_connection_cap_the_longest_idle_connection_makes_room(serve_ru
             assert b" 200 OK" in data
 
 
+@pytest.mark.parametrize("http", HTTP_PARSERS)
+def test_a_pipelined_request_waits_for_the_answer_before_its_clock_runs(serve_runs,
+                                                                         make_settings, http):
+    # request 2 begins (partly sent) while request 1 is answered for longer than the header
+    # timeout: request 1's answer still arrives, then request 2 is served once complete
+    settings = make_settings(serve_runs[0], header_timeout=0.5, keep_alive_timeout=5, http=http)
+    app = GateApp()
+    with ThreadServer(app, settings) as server:
+        sock = server.connect()
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n")
+        assert app.entered.acquire(timeout=10)
+        time.sleep(1.0)  # twice the header timeout
+        app.gate.set()
+        data = b""
+        while not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b" 200 OK" in data
+        sock.sendall(b"\r\n")  # request 2 completed: answered
+        data = b""
+        while not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert b" 200 OK" in data
+
+
 def test_serve_cli_takes_the_limits(run_copy, start_server):
     server = start_server(run_copy, "--state-dir", run_copy.parent / "state",
                           "--header-timeout", "0.5", "--keep-alive-timeout", "1",

@@ -9,12 +9,16 @@ once. Nothing waits for a timer: the batch is flushed on the next turn of the lo
 larger batches by itself (requests pile up while the previous batch is computed).
 
 Only requests that differ by their trigger share a batch (same key: model, k, options); the
-answer of each is exactly what it would get alone (tested against the unbatched path).
+answer of each is exactly what it would get alone (tested against the unbatched path). The
+batch is capped at 16 by default: FAISS's flat index scores fewer than 20 queries with its
+per-query scan, as it scores a lone request, and switches to BLAS from 20 on, whose rounding
+of the last bits differs — a larger batch could change a score's last digit or a near-tie.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -27,25 +31,27 @@ class RequestBatcher:
     call (a flush splits larger groups)."""
 
     def __init__(self, answer: Callable[[Hashable, Sequence[Any]], Sequence[Any]], *,
-                 max_batch: int = 64):
+                 max_batch: int = 16):
         self.answer = answer
         self.max_batch = max_batch
-        self._pending: dict[Hashable, list[tuple[Any, asyncio.Future]]] = {}
-        self._scheduled = False
+        # per event loop (an embedded app may see several): key -> [(item, future)]; an entry
+        # exists while that loop's flush is scheduled
+        self._pending: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.batches = 0   # calls of ``answer`` and the requests they served (for /metrics
         self.requests = 0  # and the tests: mean batch size = requests / batches)
 
     async def submit(self, key: Hashable, item: Any) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.setdefault(key, []).append((item, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = {}
+            loop.call_soon(self._flush, loop)
+        pending.setdefault(key, []).append((item, future))
         return await future
 
-    def _flush(self) -> None:
-        pending, self._pending, self._scheduled = self._pending, {}, False
+    def _flush(self, loop) -> None:
+        pending = self._pending.pop(loop, {})
         for key, waiting in pending.items():
             for start in range(0, len(waiting), self.max_batch):
                 self._answer(key, waiting[start:start + self.max_batch])

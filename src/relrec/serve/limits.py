@@ -154,6 +154,11 @@ def _parsed_protocol(parser: str):
         _state = WAITING
 
         def request_state(self) -> str:
+            if self._state == WAITING and self.cycle is not None \
+                    and not self.cycle.response_complete:
+                # the next (pipelined) request began while this one is answered: as h11,
+                # its clock starts once the answer is out
+                return RECEIVED
             return self._state
 
         def on_message_begin(self) -> None:
@@ -161,11 +166,15 @@ def _parsed_protocol(parser: str):
             self._state = WAITING
 
         def on_headers_complete(self) -> None:
+            previous = self.cycle
             super().on_headers_complete()
-            self._state = BODY
+            # no new cycle: an upgrade took the connection over (nothing left to guard)
+            self._state = BODY if self.cycle is not previous else RECEIVED
 
         def on_message_complete(self) -> None:
-            answered = self.cycle is not None and self.cycle.response_complete
+            if self._state != BODY:  # an upgrade
+                return super().on_message_complete()
+            answered = self.cycle.response_complete
             super().on_message_complete()
             # a request answered before its body ended has nothing more to answer
             self._state = WAITING if answered else RECEIVED

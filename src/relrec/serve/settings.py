@@ -30,7 +30,9 @@ class Settings:
     max_added_items: int = 10_000         # items added at run time, in all (they persist)
     max_precomputed_k: int = 1000         # rows per trigger of exported lists (n_items x K table)
     max_search_results: int = 50
-    search_batch: int = 64               # index-path requests answered by one search (1: off)
+    # index-path requests answered by one search (1: off); <= 19 keeps FAISS's flat index on
+    # the per-query scan a lone request gets (from 20 queries it uses BLAS: other last bits)
+    search_batch: int = 16
     # the loaded bundles' objects frozen out of the garbage collector after each (re)load:
     # a full collection of them stalled every request for ~130 ms (the p99 under load).
     # ``relrec serve`` turns it on; off for embedded apps (tests build many)

@@ -242,6 +242,7 @@ class ServiceState:
                 self.reloads.labels(name, "ok").inc()
                 results[name] = {"previous": old.version if old else None,
                                  "version": model.version}
+            old = model = None  # the replaced bundle must not survive into the freeze below
             self.load_blocklist()
             self.settle_garbage()
             return results
