@@ -183,15 +183,20 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return data
 
 
-def get(sock: socket.socket, path="/healthz", keep_alive=True) -> bytes:
-    close = "" if keep_alive else "Connection: close\r\n"
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{close}\r\n".encode())
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer (headers and a JSON body) from ``sock``."""
     data = b""
     while b"\r\n\r\n" not in data or not data.endswith(b"}"):
         chunk = sock.recv(65536)
         assert chunk, data
         data += chunk
     return data
+
+
+def get(sock: socket.socket, path="/healthz", keep_alive=True) -> bytes:
+    close = "" if keep_alive else "Connection: close\r\n"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{close}\r\n".encode())
+    return read_answer(sock)
 
 
 @pytest.mark.parametrize("http", HTTP_PARSERS)
@@ -244,11 +249,7 @@ def test_trickling_the_body_of_a_request_answered_early_does_not_keep_it_open(
         start = time.monotonic()  # the header timer runs from the connection
         sock.sendall(b"POST /v1/related/by-content HTTP/1.1\r\nHost: t\r\n"
                      b"Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = read_answer(sock)
         assert b" 413 " in data.split(b"\r\n", 1)[0], data
         sock.settimeout(0.7)  # silent a while (within keep-alive), then one byte per 0.25 s
         closed_after = None
@@ -273,11 +274,7 @@ def test_trickling_the_body_of_a_request_answered_early_does_not_keep_it_open(
         kept = server.connect()
         kept.sendall(b"POST /v1/related/by-content HTTP/1.1\r\nHost: t\r\n"
                      b"Content-Type: application/json\r\nContent-Length: 300000\r\n\r\n")
-        data = b""
-        while not data.endswith(b"}"):
-            chunk = kept.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = read_answer(kept)
         assert b" 413 " in data.split(b"\r\n", 1)[0], data
         kept.sendall(b"x" * 300000)
         assert b" 200 OK" in get(kept)
@@ -329,11 +326,7 @@ def test_past_the_connection_cap_the_longest_idle_connection_makes_room(serve_ru
         assert read_until_closed(refused) == b""
         app.gate.set()
         for sock in (busy, second_busy):
-            data = b""
-            while not data.endswith(b"}"):
-                chunk = sock.recv(65536)
-                assert chunk, data
-                data += chunk
+            data = read_answer(sock)
             assert b" 200 OK" in data
 
 
@@ -350,18 +343,10 @@ def test_a_pipelined_request_waits_for_the_answer_before_its_clock_runs(serve_ru
         assert app.entered.acquire(timeout=10)
         time.sleep(1.0)  # twice the header timeout
         app.gate.set()
-        data = b""
-        while not data.endswith(b"}"):
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = read_answer(sock)
         assert b" 200 OK" in data
         sock.sendall(b"\r\n")  # request 2 completed: answered
-        data = b""
-        while not data.endswith(b"}"):
-            chunk = sock.recv(65536)
-            assert chunk, data
-            data += chunk
+        data = read_answer(sock)
         assert b" 200 OK" in data
 
 
