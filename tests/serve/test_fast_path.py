@@ -31,3 +31,13 @@ def test_common_lane_equals_the_documented_route(serve_runs, exported, tmp_path,
     assert "get" in paths["/v1/items/{item_id}/related"]
     metrics = client.get("/metrics").text
     assert 'route="/v1/items/{item_id}/related",status="200"' in metrics
+    # the common request the table answers is sent in front of FastAPI's stack
+    # (middleware.StoredAnswers); without the table, nothing is answered there
+    scope = {"type": "http", "method": "GET", "path": "/v1/items/260/related",
+             "root_path": "", "query_string": b"k=10", "headers": []}
+    stored = app.state.service.stored_answer(scope)
+    if precomputed:
+        assert stored == client.get("/v1/items/260/related?k=10").content
+        assert scope["route"].path == "/v1/items/{item_id}/related"  # its metric label
+    else:
+        assert stored is None

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relrec.serve.errors import ServeError
 from relrec.serve.limits import ConcurrencyLimits, RouteLabels
-from relrec.serve.middleware import BodyLimitAndMetrics, error_response
+from relrec.serve.middleware import BodyLimitAndMetrics, StoredAnswers, error_response
 from relrec.serve.routes import ROUTERS
 from relrec.serve.routes.admin import GuardedRoute, authorize_admin, check_admin_token
 from relrec.serve.settings import Settings
@@ -58,6 +58,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     app.state.service = state
     app.router.route_class = GuardedRoute  # /admin/*: the token before the body
     state.labels = RouteLabels(app.router)
+    app.add_middleware(StoredAnswers, state=state)  # innermost: after the limits, metrics
     app.add_middleware(ConcurrencyLimits, max_requests=s.max_concurrent_requests or None,
                        pools={"/v1/related/by-content": s.max_content_requests or None},
                        retry_after=s.retry_after)

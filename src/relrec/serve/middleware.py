@@ -76,3 +76,25 @@ class BodyLimitAndMetrics:
         self.state.observe(scope, status_holder["status"], time.perf_counter() - start)
 
 
+
+
+class StoredAnswers:
+    """Pure ASGI, inside the body limit, metrics and concurrency limits: a GET the precomputed
+    table answers (``state.stored_answer(scope)``, set by the related routes) is sent from
+    here, before FastAPI's own per-request stack (its exception and exit-stack middleware, the
+    router) — the same bytes and headers as the route; anything else goes on."""
+
+    def __init__(self, app, state):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        answer = self.state.stored_answer
+        if scope["type"] == "http" and scope["method"] == "GET" and answer is not None:
+            body = answer(scope)
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", b"%d" % len(body)),
+                                        (b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

@@ -71,6 +71,7 @@ class ServiceState:
         self.labels: RouteLabels | None = None  # set by create_app: labels from its routes
         self._metric_children: dict = {}  # (method, route, status) -> metric children
         self.search_batcher = None  # set by the related routes (serve/batching.py)
+        self.stored_answer = None  # set by the related routes (middleware.StoredAnswers)
         for name, what, read in (
                 ("relrec_search_batches", "batched index searches answered",
                  lambda: self.search_batcher.batches if self.search_batcher else 0),

@@ -130,9 +130,28 @@ def router(state: ServiceState) -> APIRouter:
             return answer
         return await related_unfiltered(model, item_id, k, None, False)
 
-    api.routes.insert(len(api.routes) - 1, CommonRelated(
-        "/v1/items/{item_id}/related", related_common, methods=["GET"],
-        include_in_schema=False, max_k=s.max_k))
+    common = CommonRelated("/v1/items/{item_id}/related", related_common, methods=["GET"],
+                           include_in_schema=False, max_k=s.max_k)
+    api.routes.insert(len(api.routes) - 1, common)
+
+    def stored_answer(scope) -> bytes | None:
+        """The stored body of a common request (``?k=N`` or nothing) the precomputed table
+        answers, for :class:`relrec.serve.middleware.StoredAnswers` in front of FastAPI's
+        stack; None for every other request (it goes on to the routes)."""
+        model = state.models.get("main")
+        if model is None or model.bodies is None:
+            return None
+        match, child = common.matches(scope)
+        if match is not Match.FULL:
+            return None
+        answer = precomputed_answer(model, child["path_params"]["item_id"],
+                                    int(scope["query_string"][2:] or 10))
+        if answer is None:
+            return None
+        scope["route"] = common  # the metric label
+        return answer.body
+
+    state.stored_answer = stored_answer
 
     @api.post("/v1/related", response_model=BatchResponse, responses=ERRORS,
               response_class=JSONBytes)
