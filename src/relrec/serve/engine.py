@@ -43,10 +43,11 @@ from relrec.serve.catalogue import Catalogue
 from relrec.serve.reasons import co_engagement, load_pair_counts, text_similarity
 from relrec.serve.render import (
     ENTRY,
+    SCORE_DIGITS,
+    SIMILARITY_DIGITS,
     PrecomputedBodies,
     dumps,
-    score_text_of,
-    similarity_text_of,
+    rounded_text,
 )
 from relrec.serve.runtime_items import RuntimeItemsMixin, default_text_encoder, unit_vectors
 from relrec.serve.validation import validated_lists
@@ -249,8 +250,9 @@ class ServedModel(RuntimeItemsMixin):
         extra_mask = masks.mask(trigger_topics) if trigger_topics else 0
         # the numbers of the whole grid as their JSON text at once (per-entry work is then
         # only lookups and one format)
-        score_text = [[score_text_of(value) for value in row] for row in scores.tolist()]
-        similarity_text = [[similarity_text_of(value) if has else b"null"
+        score_text = [[rounded_text(value, SCORE_DIGITS) for value in row]
+                      for row in scores.tolist()]
+        similarity_text = [[rounded_text(value, SIMILARITY_DIGITS) if has else b"null"
                             for value, has in zip(row, row_has)]
                            for row, row_has in zip(similarity.tolist(), has_similarity.tolist())]
         out = []

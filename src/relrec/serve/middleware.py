@@ -76,8 +76,6 @@ class BodyLimitAndMetrics:
         self.state.observe(scope, status_holder["status"], time.perf_counter() - start)
 
 
-
-
 class StoredAnswers:
     """Pure ASGI, inside the body limit, metrics and concurrency limits: a GET the precomputed
     table answers (``state.stored_answer(scope)``, set by the related routes) is sent from

@@ -20,14 +20,12 @@ def dumps(value) -> bytes:
                       allow_nan=False).encode()
 
 
-def score_text_of(score: float) -> bytes:
-    """A score as the JSON number ``round(score, 6)`` (what the dict-based bodies held)."""
-    return b"%a" % round(float(score), 6)
+SCORE_DIGITS, SIMILARITY_DIGITS = 6, 4  # what the dict-based bodies held
 
 
-def similarity_text_of(similarity: float) -> bytes:
-    """A text similarity as the JSON number ``round(similarity, 4)``."""
-    return b"%a" % round(float(similarity), 4)
+def rounded_text(value: float, digits: int) -> bytes:
+    """``value`` as the JSON number ``round(value, digits)``."""
+    return b"%a" % round(float(value), digits)
 
 
 def item_fragment(item_id: str, title: str, topics: list[str], image_url: str | None) -> bytes:
@@ -67,7 +65,6 @@ class TopicMasks:
 # text similarity (text or null), co-engagement count
 ENTRY = (b'{"rank":%d,"score":%s,%s,"reasons":{"shared_topics":%s,"text_similarity":%s,'
          b'"co_engagement_count":%d}}')
-
 
 
 def list_body(head: dict, entries: bytes, k: int, notes: list[str] | None = None) -> bytes:

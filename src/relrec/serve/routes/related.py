@@ -123,7 +123,7 @@ def router(state: ServiceState) -> APIRouter:
     # id) goes on to the route above, which validates it and is the one in OpenAPI
     async def related_common(request):
         item_id = request.path_params["item_id"]
-        k = int(request.scope["query_string"][2:] or 10)
+        k = CommonRelated.k_of(request.scope)
         model = state.model("main")
         answer = precomputed_answer(model, item_id, k)
         if answer is not None:
@@ -145,7 +145,7 @@ def router(state: ServiceState) -> APIRouter:
         if match is not Match.FULL:
             return None
         answer = precomputed_answer(model, child["path_params"]["item_id"],
-                                    int(scope["query_string"][2:] or 10))
+                                    CommonRelated.k_of(scope))
         if answer is None:
             return None
         scope["route"] = common  # the metric label
@@ -222,6 +222,11 @@ class CommonRelated(Route):
     def __init__(self, *args, max_k: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_k = max_k
+
+    @staticmethod
+    def k_of(scope) -> int:
+        """The k of a request this route matched (``k=N``, or 10 with no query)."""
+        return int(scope["query_string"][2:] or 10)
 
     def matches(self, scope):
         match, child = super().matches(scope)
