@@ -3,11 +3,12 @@
 The step is replayed phase by phase with the trainer's own model and data, each phase timed on
 its own (CPU ops are synchronous, so wall time between phases is the phase's time):
 
-* batch assembly (slice of the epoch permutation, gathers of triggers / candidates / weights);
+* batch assembly (slice of the epoch permutation, gathers of triggers / candidates / weights,
+  the batch's distinct items: the tower runs once per distinct item, as in the trainer);
 * tower forward per modality (ID embedding, text projection, visual projection), the shared
   MLP and the head(s);
-* the loss forward split into the B×B logits matmul, logQ, the accidental-hit masks and the
-  cross-entropy (the reference, unfused formulation);
+* the loss forward: the accidental hits and logQ, the MTMH teacher, and the fused in-batch
+  softmax (logits, softmax, loss and the logits' gradient; the KL of a distilling head);
 * backward, split at detach boundaries into the loss, the MLP + heads and each modality;
 * zero_grad + optimizer step.
 
@@ -30,8 +31,9 @@ import torch.nn.functional as F
 
 from relrec.config import RunConfig, TrainConfig
 from relrec.content.store import fused_content
-from relrec.model.losses import log_sampling_probability
-from relrec.train.multihead import VARIANTS, MultiHeadTrainer, masked_distillation_kl
+from relrec.model.losses import _InBatchSoftmax, accidental_hits, distillation_targets, \
+    log_sampling_probability
+from relrec.train.multihead import VARIANTS, MultiHeadTrainer
 from relrec.train.presets import resolve_train_config
 from relrec.train.setup import prepare_training
 from relrec.train.trainer import Trainer, validation_recall
@@ -52,23 +54,21 @@ class Clock:
         self.last = now
 
 
-def loss_phases(clock, prefix, te, ce, t, c, temperature, weights, log_q):
-    """The reference in-batch sampled softmax, timed phase by phase."""
-    logits = te @ ce.T / temperature
-    clock.lap(f"{prefix}logits matmul")
-    if log_q is not None:
-        logits = logits - log_q.unsqueeze(0)
-    clock.lap(f"{prefix}logQ")
+def loss_phases(clock, prefix, te, ce, t, c, temperature, weights, log_q, distillation=None):
+    """The trainer's fused in-batch softmax (``relrec.model.losses``), timed in its parts: the
+    accidental hits and logQ, then the fused forward (logits, softmax, the loss and the
+    gradient of the logits, and the KL when the head distils)."""
     rows = te.shape[0]
     positive = torch.arange(rows)
-    same = (c.unsqueeze(0) == c.unsqueeze(1)) | (c.unsqueeze(0) == t.unsqueeze(1))
-    is_positive = torch.zeros_like(same)
-    is_positive[positive, positive] = True
-    logits = logits.masked_fill(same & ~is_positive, float("-inf"))
-    clock.lap(f"{prefix}B×B masks")
-    cross_entropy = F.cross_entropy(logits, positive, reduction="none")
-    loss = (weights * cross_entropy).sum() / rows
-    clock.lap(f"{prefix}cross-entropy")
+    hits = accidental_hits(t, c, positive)
+    bias = -log_q if log_q is not None else None
+    clock.lap(f"{prefix}accidental hits + logQ")
+    terms = None if distillation is None else (
+        distillation.probabilities, distillation.negentropy, distillation.column_bias,
+        distillation.excluded, distillation.row_weights)
+    loss, _ = _InBatchSoftmax.apply(te, ce, 1.0 / temperature, (bias, hits, positive,
+                                                                weights / rows), terms)
+    clock.lap(f"{prefix}fused forward" + (" (L_co + KL)" if distillation is not None else ""))
     return loss
 
 
@@ -78,8 +78,13 @@ def profile_step(clock, trainer, tower, optimizer, triggers, candidates, weights
     size = config.batch_size
     rows = order[batch * size:(batch + 1) * size]
     t, c, w = triggers[rows], candidates[rows], weights[rows]
-    items = torch.cat([t, c])
-    dropped = tower.id_dropout_mask(items.shape)
+    batch_items = torch.cat([t, c])
+    batch_dropped = tower.id_dropout_mask(batch_items.shape)
+    # the tower runs once per distinct (item, ID dropped), as the trainer's unique_rows_forward
+    keys = batch_items * 2 + (batch_dropped.long() if batch_dropped is not None else 0)
+    unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    items = unique // 2
+    dropped = (unique % 2).bool() if batch_dropped is not None else None
     clock.lap("batch assembly")
     leaves = {}
     parts = []
@@ -98,7 +103,8 @@ def profile_step(clock, trainer, tower, optimizer, triggers, candidates, weights
     joined = torch.cat(parts, dim=-1)
     cut = joined.detach().requires_grad_()
     shared = tower.shared(cut)
-    outputs = {name: tower._finish(layer(shared)) for name, layer in tower.heads.items()}
+    outputs = {name: tower._finish(layer(shared))[inverse]
+               for name, layer in tower.heads.items()}
     clock.lap("forward: shared MLP + heads")
     detached = {name: v.detach().requires_grad_() for name, v in outputs.items()}
     log_q = log_q_table[c] if log_q_table is not None else None
@@ -111,18 +117,15 @@ def profile_step(clock, trainer, tower, optimizer, triggers, candidates, weights
                 vectors = F.normalize(vectors, dim=-1)
             temperature = config.relevance_temperature if unit else config.temperature
             tv, cv = vectors.split(size)
-            total = total + loss_phases(clock, f"loss {head}: ", tv, cv, t, c, temperature, w,
-                                        log_q)
+            targets = None
             if head in trainer.kl_heads and config.relevance_weight > 0:
-                column_mask = (trainer.teacher_ok[c].unsqueeze(0) & (c.unsqueeze(0)
-                                                                     != t.unsqueeze(1)))
-                kl = masked_distillation_kl(
-                    F.normalize(tv, dim=-1), F.normalize(cv, dim=-1), trainer.teacher[t],
-                    trainer.teacher[c], config.relevance_temperature,
-                    config.content_temperature, column_mask=column_mask,
-                    row_mask=trainer.teacher_ok[t])
-                total = total + config.relevance_weight * kl
-                clock.lap(f"loss {head}: distillation KL")
+                targets = distillation_targets(
+                    trainer.teacher[t], trainer.teacher[c], config.content_temperature, t, c,
+                    weight=config.relevance_weight, column_ok=trainer.teacher_ok[c],
+                    row_ok=trainer.teacher_ok[t])
+                clock.lap(f"loss {head}: teacher (content B×B, softmax)")
+            total = total + loss_phases(clock, f"loss {head}: ", tv, cv, t, c, temperature, w,
+                                        log_q, targets)
         loss = total
     else:
         vectors = detached[tower.config.heads[0]]

@@ -2,10 +2,12 @@
 
 import math
 
+import pytest
 import torch
 
-from relrec.model.losses import (distillation_kl, log_sampling_probability, multitask_weights,
-                                 opc_weights, sampled_softmax_loss)
+from relrec.model.losses import (distillation_kl, distillation_loss, distillation_targets,
+                                 log_sampling_probability, multitask_weights, opc_weights,
+                                 sampled_softmax_loss)
 
 
 def test_sampled_softmax_matches_hand_computation():
@@ -89,3 +91,111 @@ def test_distillation_kl_zero_when_model_matches_teacher():
     assert float(distillation_kl(x, x, x, x, 0.1, 0.1)) < 1e-6
     y = torch.nn.functional.normalize(torch.randn(5, 4), dim=1)
     assert float(distillation_kl(y, y, x, x, 0.1, 0.1)) > 0
+
+
+# --- the fused loss against autograd's reference formulation ------------------------------
+
+def _reference_cross_entropy(t, c, trigger_ids, candidate_ids, temperature, weights, log_q,
+                             positive_columns, normalizer):
+    """Paper eq. 2 as autograd writes it: B×C mask of accidental hits, logQ, cross-entropy."""
+    rows = t.shape[0]
+    positive_ids = candidate_ids[positive_columns]
+    hits = ((candidate_ids[None] == positive_ids[:, None])
+            | (candidate_ids[None] == trigger_ids[:, None]))
+    hits[torch.arange(rows), positive_columns] = False
+    logits = (t @ c.T / temperature - log_q[None]).masked_fill(hits, float("-inf"))
+    ce = torch.nn.functional.cross_entropy(logits, positive_columns, reduction="none")
+    return (weights * ce).sum() / normalizer, ce
+
+
+def _random_batch(seed, rows=24, columns=24, dim=6, items=9):
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.randn(rows, dim, dtype=torch.float64, generator=generator).requires_grad_()
+    c = torch.randn(columns, dim, dtype=torch.float64, generator=generator).requires_grad_()
+    trigger_ids = torch.randint(0, items, (rows,), generator=generator)
+    candidate_ids = torch.randint(0, items, (columns,), generator=generator)
+    weights = torch.rand(rows, dtype=torch.float64, generator=generator)
+    log_q = torch.randn(columns, dtype=torch.float64, generator=generator)
+    return t, c, trigger_ids, candidate_ids, weights, log_q, generator
+
+
+def _gradients(value, leaves):
+    return torch.autograd.grad(value, leaves, retain_graph=True)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fused_cross_entropy_equals_reference_values_and_gradients(seed):
+    # few distinct items: many accidental hits, repeated triggers and positives
+    t, c, trigger_ids, candidate_ids, weights, log_q, _ = _random_batch(seed)
+    rows = t.shape[0]
+    for positive_columns, normalizer in ((torch.arange(rows), None),
+                                         (torch.randperm(rows), 3.0 * rows)):
+        loss, ce = sampled_softmax_loss(t, c, trigger_ids, candidate_ids, 0.7, weights, log_q,
+                                        positive_columns=positive_columns,
+                                        normalizer=normalizer)
+        expected, expected_ce = _reference_cross_entropy(
+            t, c, trigger_ids, candidate_ids, 0.7, weights, log_q, positive_columns,
+            normalizer or rows)
+        assert torch.allclose(loss, expected) and torch.allclose(ce, expected_ce)
+        for mine, reference in zip(_gradients(loss, (t, c)), _gradients(expected, (t, c))):
+            assert torch.allclose(mine, reference)
+
+
+def test_fused_cross_entropy_stays_finite_where_the_positive_probability_underflows():
+    # the positive scores 200 below the best negative: its softmax entry is 0 in float32
+    t = torch.tensor([[1.0], [1.0]], requires_grad=True)
+    c = torch.tensor([[-100.0], [100.0]], requires_grad=True)
+    loss, ce = sampled_softmax_loss(t, c, torch.tensor([1, 2]), torch.tensor([3, 4]), 1.0)
+    assert abs(float(ce[0]) - 200.0) < 1e-3 and float(ce[1]) < 1e-6
+    loss.backward()
+    assert torch.isfinite(t.grad).all() and torch.isfinite(c.grad).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fused_relevance_head_equals_cross_entropy_plus_masked_kl(seed):
+    """MTMH's relevance head: L_co + w_r·KL(P_content ‖ Q_model) on the same unit-vector
+    scores, with items lacking content and a trigger's own item excluded from the KL."""
+    from relrec.train.multihead import masked_distillation_kl
+
+    t, c, trigger_ids, candidate_ids, weights, log_q, generator = _random_batch(seed)
+    rows = t.shape[0]
+    content = torch.nn.functional.normalize(
+        torch.randn(9, 5, dtype=torch.float64, generator=generator), dim=1)
+    has_content = torch.rand(9, generator=generator) > 0.3
+    has_content[candidate_ids[0]] = True
+    unit_t, unit_c = (torch.nn.functional.normalize(x, dim=1) for x in (t, c))
+    targets = distillation_targets(content[trigger_ids], content[candidate_ids], 0.1,
+                                   trigger_ids, candidate_ids, weight=0.8,
+                                   column_ok=has_content[candidate_ids],
+                                   row_ok=has_content[trigger_ids])
+    loss, _ = sampled_softmax_loss(unit_t, unit_c, trigger_ids, candidate_ids, 0.5, weights,
+                                   log_q, distillation=targets)
+    cross_entropy, _ = _reference_cross_entropy(unit_t, unit_c, trigger_ids, candidate_ids, 0.5,
+                                                weights, log_q, torch.arange(rows), rows)
+    column_mask = (has_content[candidate_ids][None]
+                   & (candidate_ids[None] != trigger_ids[:, None]))
+    kl = masked_distillation_kl(unit_t, unit_c, content[trigger_ids], content[candidate_ids],
+                                0.5, 0.1, column_mask=column_mask,
+                                row_mask=has_content[trigger_ids])
+    assert torch.allclose(loss, cross_entropy + 0.8 * kl)
+    for mine, reference in zip(_gradients(loss, (t, c)),
+                               _gradients(cross_entropy + 0.8 * kl, (t, c))):
+        assert torch.allclose(mine, reference)
+    # the KL alone (a head whose cross-entropy uses other scores)
+    alone = distillation_loss(unit_t, unit_c, 0.5, targets)
+    assert torch.allclose(alone, 0.8 * kl)
+    for mine, reference in zip(_gradients(alone, (t, c)), _gradients(0.8 * kl, (t, c))):
+        assert torch.allclose(mine, reference)
+
+
+def test_distillation_targets_drop_rows_without_a_usable_column():
+    content = torch.eye(3, dtype=torch.float64)
+    ids = torch.tensor([0, 1, 2])
+    # column 2 has no content; row 1's only other usable column is its own item → unusable
+    column_ok = torch.tensor([False, True, False])
+    targets = distillation_targets(content, content, 0.1, ids, ids, weight=2.0,
+                                   column_ok=column_ok)
+    assert targets.row_weights.tolist() == [1.0, 0.0, 1.0]
+    assert torch.allclose(targets.probabilities.sum(dim=1),
+                          torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
+    assert targets.probabilities[:, [0, 2]].abs().sum() == 0

@@ -120,7 +120,7 @@ def test_sparse_id_gradients_learn_and_touch_only_the_batch_rows(tmp_path):
     torch.manual_seed(0)
     fresh = ItemTower(build_tower_config(60, trainer.config))
     optimizer = trainer._optimizer(fresh)
-    assert [type(o).__name__ for o in optimizer.optimizers] == ["SparseAdam", "Adam"]
+    assert [type(o).__name__ for o in optimizer.optimizers] == ["SparseAdam", "FusedAdam"]
     before = fresh.id_embedding.weight.detach().clone()
     loss = fresh(torch.tensor([1, 2, 3])).sum()
     optimizer.zero_grad()

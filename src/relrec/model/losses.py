@@ -8,9 +8,203 @@ recommendations* (logQ correction); MTMH (eq. 2, distillation).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+
+#: the logit of a column a row must not score (an accidental hit): excluded from its softmax
+EXCLUDED = float("-inf")
+#: the distillation's excluded columns: finite, so that ``P · log Q`` is 0, not NaN, where both
+#: distributions are 0
+DISTILLATION_EXCLUDED = -1e30
+
+
+def same_item_entries(row_items: torch.Tensor,
+                      column_items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ``(i, j)`` with ``column_items[j] == row_items[i]``, as (rows, columns).
+
+    The columns are sorted once and each row's matches are one contiguous run of them
+    (``searchsorted``): O(B log B + matches) instead of a B×C comparison — popular items repeat
+    within a batch, but the matches are a few thousand of the B×C = 10^6 entries.
+    """
+    sorted_items, order = torch.sort(column_items)
+    first = torch.searchsorted(sorted_items, row_items)
+    counts = torch.searchsorted(sorted_items, row_items, right=True) - first
+    rows = torch.repeat_interleave(torch.arange(len(row_items), device=row_items.device),
+                                   counts)
+    run_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    offsets = torch.arange(len(rows), device=row_items.device) - run_start
+    return rows, order[torch.repeat_interleave(first, counts) + offsets]
+
+
+def accidental_hits(trigger_ids: torch.Tensor, candidate_ids: torch.Tensor,
+                    positive_columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) a row must not score as negatives: a column holding the same item as the
+    row's positive, or the row's trigger itself; the positive column is never one of them."""
+    by_positive = same_item_entries(candidate_ids[positive_columns], candidate_ids)
+    by_trigger = same_item_entries(trigger_ids, candidate_ids)
+    rows = torch.cat([by_positive[0], by_trigger[0]])
+    columns = torch.cat([by_positive[1], by_trigger[1]])
+    keep = columns != positive_columns[rows]
+    return rows[keep], columns[keep]
+
+
+def _softmax_and_log_normalizer(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softmax(logits), logsumexp(logits))`` per row, from one softmax and two max passes.
+
+    The row's largest entry has the largest probability, ``1 / Σ exp(z − max)``, which never
+    underflows, so ``logsumexp = max(z) − log max(softmax)``. (torch's ``logsumexp`` is several
+    B×C passes, and ``exp`` of a log-softmax is slower than the softmax itself on CPU.)
+    """
+    row_max = logits.amax(dim=1)
+    probabilities = torch.softmax(logits, dim=1)
+    return probabilities, row_max - torch.log(probabilities.amax(dim=1))
+
+
+class _InBatchSoftmax(torch.autograd.Function):
+    """The in-batch softmax losses of one head over its B×C scores ``s = scale · t·cᵀ``, with
+    the gradient of those scores computed in the forward pass (the loss is a scalar).
+
+    * cross-entropy (paper eq. 2, 5-7): ``Σ_i w_i · CE_i`` over ``softmax(s_i + b)`` with ``b``
+      the per-column bias (−logQ) and the accidental hits excluded; its gradient w.r.t.
+      ``s_i`` is ``w_i · (softmax_i − onehot(positive_i))``;
+    * distillation (MTMH eq. 2): ``Σ_i r_i · KL(P_i ‖ softmax(s_i + b'))``, gradient
+      ``r_i · (Q_i − P_i)``.
+
+    Against autograd's formulation (bias matrix, masked_fill, log_softmax, nll, their
+    backwards, KL's own log-softmaxes) this makes two or three passes over the B×C matrix
+    instead of ten or more; the backward is the two matrix products. Values and gradients equal
+    the reference formulation's to rounding (tests/model/test_losses.py).
+    """
+
+    @staticmethod
+    def forward(ctx, trigger, candidate, scale, softmax_terms, distillation):
+        rows = trigger.shape[0]
+        loss = trigger.new_zeros(())
+        cross_entropy = gradient = None
+        row_scale = None  # the cross-entropy's row weights, applied in backward (see there)
+        if softmax_terms is not None and distillation is None and softmax_terms[0] is not None:
+            scores = None
+            logits = torch.addmm(softmax_terms[0], trigger, candidate.T, alpha=scale)
+        else:
+            scores = torch.mm(trigger, candidate.T)
+            if scale != 1.0:
+                scores.mul_(scale)
+            # the distillation needs the scores without the cross-entropy's bias: a copy
+            logits = None if softmax_terms is None else \
+                scores if distillation is None else scores.clone()
+            if softmax_terms is not None and softmax_terms[0] is not None:
+                logits.add_(softmax_terms[0])
+        if softmax_terms is not None:
+            _, excluded, positive_columns, row_weights = softmax_terms
+            row_index = torch.arange(rows, device=trigger.device)
+            logits[excluded] = EXCLUDED
+            gradient, log_normalizer = _softmax_and_log_normalizer(logits)
+            cross_entropy = log_normalizer - logits[row_index, positive_columns]
+            del logits
+            gradient[row_index, positive_columns] -= 1.0  # softmax − onehot(positive)
+            loss = loss + (row_weights * cross_entropy).sum()
+            row_scale = row_weights
+        if distillation is not None:
+            teacher, teacher_negentropy, distillation_bias, excluded, distillation_weights = \
+                distillation
+            if distillation_bias is not None:
+                scores.add_(distillation_bias)
+            scores[excluded] = DISTILLATION_EXCLUDED
+            model, log_normalizer = _softmax_and_log_normalizer(scores)
+            # Σ_j P·log Q = P·s − logsumexp(s) (each teacher row sums to 1)
+            cross = torch.linalg.vecdot(teacher, scores) - log_normalizer
+            del scores
+            loss = loss + (distillation_weights * (teacher_negentropy - cross)).sum()
+            distillation_gradient = model.sub_(teacher).mul_(distillation_weights.unsqueeze(1))
+            if gradient is None:
+                gradient = distillation_gradient
+            else:
+                gradient.mul_(row_scale.unsqueeze(1)).add_(distillation_gradient)
+            row_scale = None
+        ctx.scale = scale
+        ctx.scaled_rows = row_scale is not None
+        ctx.save_for_backward(trigger, candidate, gradient,
+                              row_scale if row_scale is not None else gradient.new_empty(0))
+        if cross_entropy is None:
+            cross_entropy = trigger.new_empty(0)
+        ctx.mark_non_differentiable(cross_entropy)
+        return loss, cross_entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss, _grad_cross_entropy):
+        trigger, candidate, gradient, row_scale = ctx.saved_tensors
+        factor = grad_loss * ctx.scale
+        # the row weights scale the B×C gradient's rows: applied to the B×d side instead
+        rows = (row_scale * factor).unsqueeze(1) if ctx.scaled_rows else factor
+        grad_trigger = grad_candidate = None
+        if ctx.needs_input_grad[0]:
+            grad_trigger = torch.mm(gradient, candidate).mul_(rows)
+        if ctx.needs_input_grad[1]:
+            grad_candidate = torch.mm(gradient.T, trigger * rows)
+        return grad_trigger, grad_candidate, None, None, None
+
+
+@dataclass
+class DistillationTargets:
+    """The teacher side of MTMH eq. 2 for one batch (no gradient): ``probabilities`` P (B×C,
+    0 on excluded columns), ``negentropy`` ``Σ_j P log P`` per row, the columns every row
+    excludes as a (C,) bias (0 or :data:`DISTILLATION_EXCLUDED`) plus per-row exclusions
+    (``excluded``: rows, columns) and the weight of each row's KL (0 for unusable rows)."""
+    probabilities: torch.Tensor
+    negentropy: torch.Tensor
+    column_bias: torch.Tensor | None
+    excluded: tuple[torch.Tensor, torch.Tensor]
+    row_weights: torch.Tensor
+
+
+@torch.no_grad()
+def distillation_targets(trigger_content: torch.Tensor, candidate_content: torch.Tensor,
+                         content_temperature: float, trigger_ids: torch.Tensor,
+                         candidate_ids: torch.Tensor, weight: float = 1.0,
+                         column_ok: torch.Tensor | None = None,
+                         row_ok: torch.Tensor | None = None) -> DistillationTargets:
+    """The teacher ``P_i = softmax_j(content_i · content_j / τ_c)`` over the usable columns
+    (``column_ok``, and never the trigger's own item), for the usable rows (``row_ok`` and at
+    least one usable column). Each usable row's KL weighs ``weight / usable rows`` (eq. 2's mean
+    over triggers)."""
+    rows, columns = trigger_content.shape[0], candidate_content.shape[0]
+    logits = torch.mm(trigger_content, candidate_content.T).mul_(1.0 / content_temperature)
+    column_bias = None
+    if column_ok is not None and not bool(column_ok.all()):
+        column_bias = torch.zeros(columns, dtype=logits.dtype, device=logits.device) \
+            .masked_fill_(~column_ok, DISTILLATION_EXCLUDED)
+        logits.add_(column_bias)
+    excluded = same_item_entries(trigger_ids, candidate_ids)
+    logits[excluded] = DISTILLATION_EXCLUDED
+    probabilities, log_normalizer = _softmax_and_log_normalizer(logits)
+    # Σ_j P log P = P·logits − logsumexp(logits): excluded columns have P = 0 exactly
+    negentropy = torch.linalg.vecdot(probabilities, logits) - log_normalizer
+    # a row needs a usable column that is not its own item
+    own_rows = excluded[0] if column_ok is None else excluded[0][column_ok[excluded[1]]]
+    ok_columns = columns if column_ok is None else int(column_ok.sum())
+    usable = torch.bincount(own_rows, minlength=rows) < ok_columns
+    if row_ok is not None:
+        usable &= row_ok
+    count = int(usable.sum())
+    row_weights = usable.to(logits.dtype) * (weight / max(count, 1))
+    probabilities[~usable] = 0.0
+    negentropy[~usable] = 0.0
+    return DistillationTargets(probabilities, negentropy, column_bias, excluded, row_weights)
+
+
+def distillation_loss(trigger_vectors: torch.Tensor, candidate_vectors: torch.Tensor,
+                      temperature: float, targets: DistillationTargets) -> torch.Tensor:
+    """MTMH eq. 2 alone: ``Σ_i r_i · KL(P_i ‖ softmax_j(t_i·c_j / τ))`` with the teacher and
+    its exclusions from :func:`distillation_targets` (a head whose cross-entropy uses other
+    scores, e.g. MTSH's raw geometry)."""
+    loss, _ = _InBatchSoftmax.apply(trigger_vectors, candidate_vectors, 1.0 / temperature, None,
+                                    (targets.probabilities, targets.negentropy,
+                                     targets.column_bias, targets.excluded, targets.row_weights))
+    return loss
 
 
 def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings: torch.Tensor,
@@ -19,11 +213,14 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
                          candidate_log_q: torch.Tensor | None = None,
                          positive_columns: torch.Tensor | None = None,
                          normalizer: float | None = None,
-                         scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         distillation: DistillationTargets | None = None,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted in-batch sampled-softmax cross-entropy (paper eq. 2, eq. 5-6).
 
     Accidental hits — a column j whose candidate is the same item as row i's positive, or is
-    row i's trigger itself — are masked to -inf so an item is never pushed away from itself.
+    row i's trigger itself — are excluded from row i's softmax, so an item is never pushed
+    away from itself. ``candidate_log_q`` (log sampling probability of each column's item) is
+    subtracted from its logit (Yi et al. 2019).
 
     Returns ``(loss, per_pair_cross_entropy)`` with ``loss = Σ_i w_i · CE_i / normalizer``.
     The per-pair weight carries the multi-task objective: eq. 4 is eq. 2 masked by I(sem), it
@@ -33,34 +230,26 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
     ``positive_columns`` gives row i's positive column (default ``i``); a distributed caller
     passes the rank's offset into the gathered candidates. ``normalizer`` defaults to the number
     of rows (a plain mean when all weights are 1); DDP passes the global batch size.
-    ``scores``: the B×B ``trigger · candidate / temperature`` already computed by the caller
-    (a loss that shares them, e.g. the MTMH distillation), used instead of a second matmul.
+    ``distillation``: MTMH eq. 2 on the same scores (:func:`distillation_targets`), added to the
+    loss — one pass computes both (the relevance head).
     """
     rows = trigger_embeddings.shape[0]
+    device = trigger_embeddings.device
     if positive_columns is None:
-        positive_columns = torch.arange(rows, device=trigger_embeddings.device)
-    # one pass builds the additive B×B bias (-logQ of the column, -inf on accidental hits);
-    # addmm adds it to the logits matmul, so neither the masks nor logQ are autograd nodes
-    positive_ids = candidate_ids[positive_columns]
-    accidental = ((candidate_ids.unsqueeze(0) == positive_ids.unsqueeze(1))
-                  | (candidate_ids.unsqueeze(0) == trigger_ids.unsqueeze(1)))
-    accidental[torch.arange(rows, device=accidental.device), positive_columns] = False
-    if candidate_log_q is not None:
-        bias = torch.where(accidental, float("-inf"),
-                           -candidate_log_q.to(trigger_embeddings.dtype).unsqueeze(0))
-    else:
-        bias = torch.zeros(accidental.shape, dtype=trigger_embeddings.dtype,
-                           device=accidental.device).masked_fill_(accidental, float("-inf"))
-    if scores is None:
-        logits = torch.addmm(bias, trigger_embeddings, candidate_embeddings.T,
-                             alpha=1.0 / temperature)
-    else:
-        logits = scores + bias
-    cross_entropy = F.cross_entropy(logits, positive_columns, reduction="none")
+        positive_columns = torch.arange(rows, device=device)
     if weights is None:
-        weights = torch.ones_like(cross_entropy)
-    total = (weights * cross_entropy).sum()
-    return total / (normalizer if normalizer is not None else rows), cross_entropy
+        weights = torch.ones(rows, dtype=trigger_embeddings.dtype, device=device)
+    row_weights = weights.to(trigger_embeddings.dtype) / (normalizer if normalizer is not None
+                                                          else rows)
+    column_bias = (None if candidate_log_q is None
+                   else -candidate_log_q.to(trigger_embeddings.dtype))
+    softmax_terms = (column_bias, accidental_hits(trigger_ids, candidate_ids, positive_columns),
+                     positive_columns, row_weights)
+    distillation_terms = None if distillation is None else (
+        distillation.probabilities, distillation.negentropy, distillation.column_bias,
+        distillation.excluded, distillation.row_weights)
+    return _InBatchSoftmax.apply(trigger_embeddings, candidate_embeddings, 1.0 / temperature,
+                                 softmax_terms, distillation_terms)
 
 
 def opc_weights(trigger_frequency: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from relrec.config import RunConfig, TrainConfig
 from relrec.manifest import atomic_write_json
-from relrec.model.losses import sampled_softmax_loss
+from relrec.model.losses import distillation_loss, distillation_targets, \
+    sampled_softmax_loss
 from relrec.model.tower import ItemTower
 from relrec.content.store import fused_content
 from relrec.train.setup import prepare_training, reporting_interrupts
@@ -130,24 +131,28 @@ class MultiHeadTrainer(Trainer):
                 vectors = F.normalize(vectors, dim=-1)
             temperature = config.relevance_temperature if unit else config.temperature
             trigger_vectors, candidate_vectors = vectors.split(len(batch_triggers))
-            distils = head in self.kl_heads and config.relevance_weight > 0
-            # a unit head's L_co scores are exactly the KL's model logits: computed once
-            scores = (trigger_vectors @ candidate_vectors.T / temperature
-                      if distils and unit else None)
-            loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors, batch_triggers,
-                                           batch_candidates, temperature, batch_weights, log_q,
-                                           scores=scores)
-            total = total + loss
-            if distils:
-                column_mask = (self.teacher_ok[batch_candidates].unsqueeze(0)
-                               & (batch_candidates.unsqueeze(0) != batch_triggers.unsqueeze(1)))
-                kl = masked_distillation_kl(
-                    F.normalize(trigger_vectors, dim=-1), F.normalize(candidate_vectors, dim=-1),
+            targets = None
+            if head in self.kl_heads and config.relevance_weight > 0:
+                targets = distillation_targets(
                     self.teacher[batch_triggers], self.teacher[batch_candidates],
-                    config.relevance_temperature, config.content_temperature,
-                    column_mask=column_mask, row_mask=self.teacher_ok[batch_triggers],
-                    model_logits=scores)
-                total = total + config.relevance_weight * kl
+                    config.content_temperature, batch_triggers, batch_candidates,
+                    weight=config.relevance_weight,
+                    column_ok=self.teacher_ok[batch_candidates],
+                    row_ok=self.teacher_ok[batch_triggers])
+            if targets is not None and not unit:
+                # L_co in the head's own geometry, the KL on its unit vectors: other scores
+                loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors,
+                                               batch_triggers, batch_candidates, temperature,
+                                               batch_weights, log_q)
+                loss = loss + distillation_loss(
+                    F.normalize(trigger_vectors, dim=-1), F.normalize(candidate_vectors, dim=-1),
+                    config.relevance_temperature, targets)
+            else:
+                # a unit head's L_co scores are exactly the KL's: one pass computes both
+                loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors,
+                                               batch_triggers, batch_candidates, temperature,
+                                               batch_weights, log_q, distillation=targets)
+            total = total + loss
         return total
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from relrec.manifest import atomic_write_json
 from relrec.model.losses import log_sampling_probability, multitask_weights, opc_weights, \
     sampled_softmax_loss
 from relrec.model.tower import ItemTower, TowerConfig
+from relrec.train.optimizer import adam
 
 
 @dataclass
@@ -105,6 +107,19 @@ def config_fingerprint(payload: dict) -> str:
 SPARSE_ID_ITEMS = 100_000
 
 
+def set_deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms`` without importing the compiler stack for it.
+
+    The public call also sets ``torch._inductor.config.deterministic``, importing
+    ``torch._inductor`` and ``torch._dynamo`` (1.2–1.6 s a process here) for compiled code,
+    which relrec never builds; where inductor is loaded already, the public call is made.
+    """
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
+
+
 @contextlib.contextmanager
 def reproducible_torch(config: TrainConfig, device: torch.device):
     """Thread count and deterministic kernels for one training run; yields the record of what
@@ -126,7 +141,7 @@ def reproducible_torch(config: TrainConfig, device: torch.device):
     if config.deterministic:
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        set_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     record = {"seed": config.seed, "deterministic_algorithms": bool(config.deterministic),
@@ -150,7 +165,7 @@ def reproducible_torch(config: TrainConfig, device: torch.device):
     finally:
         threads, enabled, warn_only, benchmark, cudnn_deterministic = previous
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        set_deterministic_algorithms(enabled, warn_only=warn_only)
         torch.backends.cudnn.benchmark = benchmark
         torch.backends.cudnn.deterministic = cudnn_deterministic
 
@@ -188,7 +203,7 @@ def training_steps(config: TrainConfig, batches_per_epoch: int) -> int:
 class OptimizerGroup:
     """Several optimizers stepped as one (SparseAdam for the ID table, Adam for the rest)."""
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+    def __init__(self, optimizers: list):
         self.optimizers = optimizers
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -270,18 +285,16 @@ class Trainer:
         config = self.config
         # one fused kernel over all parameters: the dense Adam over the ID table was a quarter
         # of the cf step in torch's per-tensor loop on CPU (BENCHMARKS.md, training speed)
-        fused = {"fused": True} if next(tower.parameters()).device.type in ("cpu", "cuda") \
-            else {}
         if not self.prepare_tower(tower):
-            return OptimizerGroup([torch.optim.Adam(tower.parameters(), lr=config.learning_rate,
-                                                    weight_decay=config.weight_decay, **fused)])
+            return OptimizerGroup([adam(tower.parameters(), lr=config.learning_rate,
+                                        weight_decay=config.weight_decay)])
         if config.weight_decay > 0:
             raise ValueError("sparse_id_gradients (SparseAdam) has no weight decay; set "
                              "weight_decay = 0 or sparse_id_gradients = false")
         table = tower.id_embedding.weight
         rest = [p for p in tower.parameters() if p is not table]
         return OptimizerGroup([torch.optim.SparseAdam([table], lr=config.learning_rate),
-                               torch.optim.Adam(rest, lr=config.learning_rate, **fused)])
+                               adam(rest, lr=config.learning_rate)])
 
     # -- checkpoints ------------------------------------------------------------------------
     def _checkpoint_path(self) -> Path:
