@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from relrec.rerank.quota import engagement_slots, quota_merge, slot_plan
 from relrec.related import RelatedItems
@@ -102,3 +103,67 @@ def test_related_items_alpha_through_the_indexes_and_single_head_note():
     ids, _ = single.similar_items(triggers, 10, alpha=0.3)
     np.testing.assert_array_equal(ids, eng)
     assert "ignored" in single.query_notes(alpha=0.3)[0]
+
+
+def _reference_quota_merge(engagement_indices: np.ndarray, engagement_scores: np.ndarray,
+                relevance_indices: np.ndarray, relevance_scores: np.ndarray, k: int,
+                alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The per-row merge the vectorised one replaced (the definition, slot by slot)."""
+    engagement_indices = np.asarray(engagement_indices)
+    relevance_indices = np.asarray(relevance_indices)
+    n = engagement_indices.shape[0]
+    plan = slot_plan(alpha, k)
+    indices = np.full((n, k), -1, dtype=np.int64)
+    scores = np.zeros((n, k), dtype=np.float32)
+    source = np.full((n, k), -1, dtype=np.int8)
+    lists = (engagement_indices, relevance_indices)
+    list_scores = (np.asarray(engagement_scores), np.asarray(relevance_scores))
+    short_rows = 0
+    for row in range(n):
+        pointers = [0, 0]
+        placed: set[int] = set()
+        rows = (lists[0][row], lists[1][row])
+        short = False
+        for slot in range(k):
+            wanted = int(plan[slot])
+            for head in (wanted, 1 - wanted):
+                candidates = rows[head]
+                pointer = pointers[head]
+                while pointer < len(candidates) and (candidates[pointer] < 0
+                                                     or int(candidates[pointer]) in placed):
+                    pointer += 1
+                pointers[head] = pointer
+                if pointer < len(candidates):
+                    item = int(candidates[pointer])
+                    placed.add(item)
+                    indices[row, slot] = item
+                    scores[row, slot] = list_scores[head][row, pointer]
+                    source[row, slot] = head
+                    pointers[head] = pointer + 1
+                    if head != wanted:
+                        short = True
+                    break
+            else:
+                short = True
+        short_rows += short
+    return scores, indices, source, short_rows
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10_000), rows=st.integers(0, 6), length=st.integers(1, 12),
+       k=st.integers(1, 14), items=st.integers(1, 20), alpha=st.floats(0, 1),
+       padding=st.floats(0, 0.5))
+def test_vectorised_merge_equals_the_slot_by_slot_definition(seed, rows, length, k, items,
+                                                             alpha, padding):
+    """Every row at once gives what the per-row loop gives: duplicates within and across the
+    heads, -1 padding anywhere, heads that run out, k longer than the lists."""
+    rng = np.random.default_rng(seed)
+    lists = [np.where(rng.random((rows, length)) < padding, -1,
+                      rng.integers(0, items, (rows, length))) for _ in range(2)]
+    list_scores = [rng.random((rows, length)).astype(np.float32) for _ in range(2)]
+    got = quota_merge(lists[0], list_scores[0], lists[1], list_scores[1], k, alpha)
+    expected = _reference_quota_merge(lists[0], list_scores[0], lists[1], list_scores[1], k,
+                                      alpha)
+    for mine, reference in zip(got[:3], expected[:3]):
+        np.testing.assert_array_equal(mine, reference)
+    assert got[3] == expected[3]

@@ -54,41 +54,41 @@ def quota_merge(engagement_indices: np.ndarray, engagement_scores: np.ndarray,
     indices, the head each slot came from (0 engagement, 1 relevance, -1 empty) and the number
     of rows where a head ran out and the quota could not be met exactly.
     """
-    engagement_indices = np.asarray(engagement_indices)
-    relevance_indices = np.asarray(relevance_indices)
-    n = engagement_indices.shape[0]
+    lists = (np.asarray(engagement_indices), np.asarray(relevance_indices))
+    list_scores = (np.asarray(engagement_scores), np.asarray(relevance_scores))
+    n = lists[0].shape[0]
     plan = slot_plan(alpha, k)
     indices = np.full((n, k), -1, dtype=np.int64)
     scores = np.zeros((n, k), dtype=np.float32)
     source = np.full((n, k), -1, dtype=np.int8)
-    lists = (engagement_indices, relevance_indices)
-    list_scores = (np.asarray(engagement_scores), np.asarray(relevance_scores))
-    short_rows = 0
-    for row in range(n):
-        pointers = [0, 0]
-        placed: set[int] = set()
-        rows = (lists[0][row], lists[1][row])
-        short = False
-        for slot in range(k):
-            wanted = int(plan[slot])
-            for head in (wanted, 1 - wanted):
-                candidates = rows[head]
-                pointer = pointers[head]
-                while pointer < len(candidates) and (candidates[pointer] < 0
-                                                     or int(candidates[pointer]) in placed):
-                    pointer += 1
-                pointers[head] = pointer
-                if pointer < len(candidates):
-                    item = int(candidates[pointer])
-                    placed.add(item)
-                    indices[row, slot] = item
-                    scores[row, slot] = list_scores[head][row, pointer]
-                    source[row, slot] = head
-                    pointers[head] = pointer + 1
-                    if head != wanted:
-                        short = True
-                    break
-            else:
-                short = True
-        short_rows += short
-    return scores, indices, source, short_rows
+    # every row at once, one slot after another (a Python loop per row was 2.6 s of choosing
+    # the operating point of an ml-latest-small model)
+    pointers = np.zeros((2, n), dtype=np.int64)
+    short = np.zeros(n, dtype=bool)
+    all_rows = np.arange(n)
+    for slot in range(k):
+        wanted = int(plan[slot])
+        open_rows = all_rows
+        for head in (wanted, 1 - wanted):
+            candidates, length = lists[head], lists[head].shape[1]
+            pointer = pointers[head]
+            # skip padding and items already placed in the row (by either head)
+            moving = open_rows
+            while len(moving):
+                inside = pointer[moving] < length
+                moving = moving[inside]
+                items = candidates[moving, pointer[moving]]
+                taken = (items < 0) | (indices[moving, :slot] == items[:, None]).any(axis=1)
+                moving = moving[taken]
+                pointer[moving] += 1
+            has_item = pointer[open_rows] < length
+            found, open_rows = open_rows[has_item], open_rows[~has_item]
+            placed = pointer[found]
+            indices[found, slot] = candidates[found, placed]
+            scores[found, slot] = list_scores[head][found, placed]
+            source[found, slot] = head
+            pointer[found] += 1
+            if head != wanted:
+                short[found] = True
+        short[open_rows] = True
+    return scores, indices, source, int(short.sum())
