@@ -120,12 +120,8 @@ def main() -> None:
             optimizer = trainer._optimizer(tower)
 
             def step(rows):
-                t, c = triggers_t[rows], candidates_t[rows]
-                loss = trainer.batch_loss(tower, t, c, torch.ones(len(rows)), log_q_table)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                return float(loss.detach())
+                return trainer.train_step(tower, optimizer, triggers_t[rows], candidates_t[rows],
+                                          torch.ones(len(rows)), log_q_table)
 
             def batch(index):
                 start = (index * args.batch_size) % (len(order) - args.batch_size)

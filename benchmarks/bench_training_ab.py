@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from relrec.config import RunConfig, TrainConfig
+import relrec.train.trainer as trainer_module
 from relrec.content.store import fused_content
-from relrec.model.losses import log_sampling_probability
+from relrec.model.losses import log_sampling_probability, sampled_softmax_loss as new_loss
 from relrec.train.multihead import VARIANTS, MultiHeadTrainer
 from relrec.train.presets import resolve_train_config
 from relrec.train.setup import prepare_training
-from relrec.train.trainer import Trainer, reproducible_torch, unique_rows_forward
+from relrec.train.trainer import Trainer, reproducible_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,16 +81,14 @@ def main() -> None:
         new = Trainer(setup.train_config, "/tmp/bench-ab", progress=False)
 
         class OldTrainer(Trainer):
-            def batch_loss(self, tower, triggers, candidates, weights, log_q_table):
-                items = torch.cat([triggers, candidates])
-                embeddings = unique_rows_forward(
-                    lambda rows, dropped: tower(rows, id_dropped=dropped), items,
-                    tower.id_dropout_mask(items.shape))
-                trigger_embeddings, candidate_embeddings = embeddings.split(len(triggers))
-                log_q = log_q_table[candidates] if log_q_table is not None else None
-                return old_losses.sampled_softmax_loss(
-                    trigger_embeddings, candidate_embeddings, triggers, candidates,
-                    self.config.temperature, weights, log_q)[0]
+            """The trainer's own step with the other commit's loss function."""
+
+            def batch_loss(self, *arguments):
+                trainer_module.sampled_softmax_loss = old_losses.sampled_softmax_loss
+                try:
+                    return super().batch_loss(*arguments)
+                finally:
+                    trainer_module.sampled_softmax_loss = new_loss
 
         old = OldTrainer(setup.train_config, "/tmp/bench-ab", progress=False)
         tower = setup.tower()
@@ -108,12 +107,8 @@ def main() -> None:
         def step(trainer, batch):
             rows = order[batch * size:(batch + 1) * size]
             started = time.perf_counter()
-            loss = trainer.batch_loss(tower, triggers[rows], candidates[rows], weights[rows],
-                                      log_q_table)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            float(loss.detach())
+            trainer.train_step(tower, optimizer, triggers[rows], candidates[rows], weights[rows],
+                               log_q_table)
             return time.perf_counter() - started
 
         for batch in range(5):

@@ -196,12 +196,8 @@ def main() -> None:
     started = time.perf_counter()
     for batch in range(3 + args.steps, 3 + 2 * args.steps):
         rows = order[batch * trainer.config.batch_size:(batch + 1) * trainer.config.batch_size]
-        loss = trainer.batch_loss(tower, triggers[rows], candidates[rows], weights[rows],
-                                  log_q_table)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        float(loss.detach())
+        trainer.train_step(tower, optimizer, triggers[rows], candidates[rows], weights[rows],
+                           log_q_table)
     trainer_step = (time.perf_counter() - started) / args.steps
 
     epoch = {}

@@ -441,14 +441,10 @@ class Trainer:
                             config.learning_rate_schedule, config.warmup_fraction))
                     rows = order[batch * config.batch_size:(batch + 1) * config.batch_size]
                     batch_triggers, batch_candidates = triggers[rows], candidates[rows]
-                    loss = self.batch_loss(tower, batch_triggers, batch_candidates, weights[rows],
-                                           log_q_table)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    epoch_loss += self.train_step(tower, optimizer, batch_triggers,
+                                                  batch_candidates, weights[rows], log_q_table)
                     self.position = {"epoch": epoch, "step": batch + 1,
                                      "steps": epoch_steps, "epochs": epochs}
-                    epoch_loss += float(loss.detach())
                     progress.update(task, advance=1,
                                     status=f"epoch {epoch} loss {epoch_loss / (batch + 1):.3f}")
                 if stopped_by_time:
@@ -484,6 +480,16 @@ class Trainer:
                 "early_stopping_k": config.early_stopping_k, "history": self.history,
                 "stopped_by_time_limit": stopped_by_time,
                 "examples": n_examples, "fingerprint": fingerprint}
+
+    def train_step(self, tower, optimizer, batch_triggers, batch_candidates, batch_weights,
+                   log_q_table) -> float:
+        """One optimizer step on one batch; its loss."""
+        loss = self.batch_loss(tower, batch_triggers, batch_candidates, batch_weights,
+                               log_q_table)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
 
     def batch_loss(self, tower, batch_triggers, batch_candidates, batch_weights, log_q_table):
         config = self.config
