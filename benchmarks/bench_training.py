@@ -6,8 +6,8 @@ analytic FLOPs are the matrix products it makes — the MLP and heads over the b
 rows (forward, gradient of the input, gradient of the weight) and the B×B logits (forward and
 the two gradient products). **The bound** (the issue's definition): the time ``torch.mm`` takes
 for those same products at the same shapes, measured in the same process; ``achieved / bound``
-= bound time ÷ step time (each the fastest of three measurements, interleaved). For continuity the old reference, ``torch.mm`` on 2048×2048, is
-printed beside it.
+= bound time ÷ step time, each the fastest of three measurements, interleaved. For continuity
+the old reference, ``torch.mm`` on 2048×2048, is printed beside it.
 
     python benchmarks/bench_training.py [--run RUN_DIR] [--items N] [--batch-size 1024]
         [--steps 60] [--sparse-id both|on|off] [--out JSON]

@@ -199,3 +199,17 @@ def test_distillation_targets_drop_rows_without_a_usable_column():
     assert torch.allclose(targets.probabilities.sum(dim=1),
                           torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64))
     assert targets.probabilities[:, [0, 2]].abs().sum() == 0
+
+
+def test_fused_loss_without_gradients_and_with_a_float32_teacher_for_a_float64_tower():
+    t, c, trigger_ids, candidate_ids, weights, log_q, generator = _random_batch(11)
+    content = torch.nn.functional.normalize(torch.randn(9, 5, generator=generator), dim=1)
+    targets = distillation_targets(content[trigger_ids], content[candidate_ids], 0.1,
+                                   trigger_ids, candidate_ids)  # float32 teacher
+    loss, _ = sampled_softmax_loss(t, c, trigger_ids, candidate_ids, 0.5, weights, log_q,
+                                   distillation=targets)
+    with torch.no_grad():
+        value, _ = sampled_softmax_loss(t, c, trigger_ids, candidate_ids, 0.5, weights, log_q,
+                                        distillation=targets)
+    assert loss.dtype == torch.float64 and not value.requires_grad
+    assert torch.allclose(loss.detach(), value)

@@ -167,3 +167,9 @@ def test_vectorised_merge_equals_the_slot_by_slot_definition(seed, rows, length,
     for mine, reference in zip(got[:3], expected[:3]):
         np.testing.assert_array_equal(mine, reference)
     assert got[3] == expected[3]
+
+
+def test_no_rows_give_empty_lists():
+    scores, merged, source, short = quota_merge(np.array([]), np.array([]), np.array([]),
+                                                np.array([]), 5, 0.5)
+    assert merged.shape == scores.shape == source.shape == (0, 5) and short == 0

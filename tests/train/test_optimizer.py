@@ -91,3 +91,11 @@ def test_adam_falls_back_where_there_is_no_fused_kernel(monkeypatch):
     assert isinstance(adam([parameter], lr=0.1), FusedAdam)
     monkeypatch.delattr(torch, "_fused_adam_")
     assert isinstance(adam([parameter], lr=0.1), torch.optim.Adam)
+
+
+def test_state_of_an_adam_variant_is_refused():
+    model = _model(4)
+    theirs = torch.optim.Adam(model.parameters(), lr=1e-2, amsgrad=True)
+    _steps(model, theirs, 1, 5)
+    with pytest.raises(ValueError, match="amsgrad"):
+        FusedAdam(model.parameters()).load_state_dict(theirs.state_dict())

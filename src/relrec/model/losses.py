@@ -26,17 +26,19 @@ def same_item_entries(row_items: torch.Tensor,
     """Every ``(i, j)`` with ``column_items[j] == row_items[i]``, as (rows, columns).
 
     The columns are sorted once and each row's matches are one contiguous run of them
-    (``searchsorted``): O(B log B + matches) instead of a B×C comparison — popular items repeat
-    within a batch, but the matches are a few thousand of the B×C = 10^6 entries.
+    (``searchsorted``): O((B + C) log C + matches) instead of a B×C comparison — popular items
+    repeat within a batch, but the matches are a few thousand of the B×C = 10^6 entries.
     """
     sorted_items, order = torch.sort(column_items)
     first = torch.searchsorted(sorted_items, row_items)
     counts = torch.searchsorted(sorted_items, row_items, right=True) - first
+    total = int(counts.sum())  # known once: no device sync per repeat_interleave on CUDA
     rows = torch.repeat_interleave(torch.arange(len(row_items), device=row_items.device),
-                                   counts)
-    run_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    offsets = torch.arange(len(rows), device=row_items.device) - run_start
-    return rows, order[torch.repeat_interleave(first, counts) + offsets]
+                                   counts, output_size=total)
+    run_start = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts,
+                                        output_size=total)
+    offsets = torch.arange(total, device=row_items.device) - run_start
+    return rows, order[torch.repeat_interleave(first, counts, output_size=total) + offsets]
 
 
 def accidental_hits(trigger_ids: torch.Tensor, candidate_ids: torch.Tensor,
@@ -82,6 +84,8 @@ class _InBatchSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, trigger, candidate, scale, softmax_terms, distillation):
         rows = trigger.shape[0]
+        # under no_grad (or frozen inputs) only the loss: no gradient built, nothing saved
+        needs_gradient = any(ctx.needs_input_grad[:2])
         loss = trigger.new_zeros(())
         cross_entropy = gradient = None
         row_scale = None  # the cross-entropy's row weights, applied in backward (see there)
@@ -104,12 +108,14 @@ class _InBatchSoftmax(torch.autograd.Function):
             gradient, log_normalizer = _softmax_and_log_normalizer(logits)
             cross_entropy = log_normalizer - logits[row_index, positive_columns]
             del logits
-            gradient[row_index, positive_columns] -= 1.0  # softmax − onehot(positive)
+            if needs_gradient:
+                gradient[row_index, positive_columns] -= 1.0  # softmax − onehot(positive)
             loss = loss + (row_weights * cross_entropy).sum()
             row_scale = row_weights
         if distillation is not None:
-            teacher, teacher_negentropy, distillation_bias, excluded, distillation_weights = \
-                distillation
+            teacher, teacher_negentropy, distillation_bias, excluded, distillation_weights = (
+                value if value is None or isinstance(value, tuple) else value.to(scores.dtype)
+                for value in distillation)  # a float32 teacher for a float64 tower
             if distillation_bias is not None:
                 scores.add_(distillation_bias)
             scores[excluded] = DISTILLATION_EXCLUDED
@@ -118,16 +124,19 @@ class _InBatchSoftmax(torch.autograd.Function):
             cross = torch.linalg.vecdot(teacher, scores) - log_normalizer
             del scores
             loss = loss + (distillation_weights * (teacher_negentropy - cross)).sum()
-            distillation_gradient = model.sub_(teacher).mul_(distillation_weights.unsqueeze(1))
-            if gradient is None:
-                gradient = distillation_gradient
-            else:
-                gradient.mul_(row_scale.unsqueeze(1)).add_(distillation_gradient)
+            if needs_gradient:
+                distillation_gradient = model.sub_(teacher).mul_(
+                    distillation_weights.unsqueeze(1))
+                if gradient is None:
+                    gradient = distillation_gradient
+                else:
+                    gradient.mul_(row_scale.unsqueeze(1)).add_(distillation_gradient)
             row_scale = None
         ctx.scale = scale
         ctx.scaled_rows = row_scale is not None
-        ctx.save_for_backward(trigger, candidate, gradient,
-                              row_scale if row_scale is not None else gradient.new_empty(0))
+        if needs_gradient:
+            ctx.save_for_backward(trigger, candidate, gradient,
+                                  row_scale if row_scale is not None else gradient.new_empty(0))
         if cross_entropy is None:
             cross_entropy = trigger.new_empty(0)
         ctx.mark_non_differentiable(cross_entropy)
@@ -222,7 +231,8 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
     away from itself. ``candidate_log_q`` (log sampling probability of each column's item) is
     subtracted from its logit (Yi et al. 2019).
 
-    Returns ``(loss, per_pair_cross_entropy)`` with ``loss = Σ_i w_i · CE_i / normalizer``.
+    Returns ``(loss, per_pair_cross_entropy)`` with ``loss = Σ_i w_i · CE_i / normalizer``; the
+    per-pair values are for reporting (not differentiable: the gradient flows through ``loss``).
     The per-pair weight carries the multi-task objective: eq. 4 is eq. 2 masked by I(sem), it
     shares eq. 2's negatives, so ``w_sem·L_sem + w_co·L_co`` is exactly one cross-entropy with
     weight ``w_co + w_sem·I(sem)``; OPC (eq. 6-7) multiplies it by ``1/log(1+freq(trigger))``.

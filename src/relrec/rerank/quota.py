@@ -44,6 +44,12 @@ def slot_plan(alpha: float, k: int) -> np.ndarray:
     return plan
 
 
+def _two_dimensional(values) -> np.ndarray:
+    """``values`` as (rows, N): an empty list of lists has no second axis."""
+    array = np.asarray(values)
+    return array if array.ndim == 2 else array.reshape(len(array), 0)
+
+
 def quota_merge(engagement_indices: np.ndarray, engagement_scores: np.ndarray,
                 relevance_indices: np.ndarray, relevance_scores: np.ndarray, k: int,
                 alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -54,8 +60,8 @@ def quota_merge(engagement_indices: np.ndarray, engagement_scores: np.ndarray,
     indices, the head each slot came from (0 engagement, 1 relevance, -1 empty) and the number
     of rows where a head ran out and the quota could not be met exactly.
     """
-    lists = (np.asarray(engagement_indices), np.asarray(relevance_indices))
-    list_scores = (np.asarray(engagement_scores), np.asarray(relevance_scores))
+    lists = (_two_dimensional(engagement_indices), _two_dimensional(relevance_indices))
+    list_scores = (_two_dimensional(engagement_scores), _two_dimensional(relevance_scores))
     n = lists[0].shape[0]
     plan = slot_plan(alpha, k)
     indices = np.full((n, k), -1, dtype=np.int64)

@@ -78,6 +78,11 @@ class FusedAdam:
 
     def load_state_dict(self, state_dict: dict) -> None:
         (group,) = state_dict["param_groups"]
+        unsupported = [name for name in ("amsgrad", "maximize", "decoupled_weight_decay",
+                                         "differentiable") if group.get(name)]
+        if unsupported:  # torch.optim.Adam's variants this one does not run
+            raise ValueError(f"optimizer state with {', '.join(unsupported)} set: FusedAdam "
+                             "runs plain Adam")
         if len(group["params"]) != len(self.params):
             raise ValueError(f"optimizer state for {len(group['params'])} parameters, "
                              f"this optimizer has {len(self.params)}")
