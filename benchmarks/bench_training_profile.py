@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from relrec.config import RunConfig, TrainConfig
 from relrec.content.store import fused_content
-from relrec.model.losses import _InBatchSoftmax, accidental_hits, distillation_targets, \
-    log_sampling_probability
+from relrec.model.losses import accidental_hits, distillation_targets, \
+    log_sampling_probability, sampled_softmax_loss
 from relrec.train.multihead import VARIANTS, MultiHeadTrainer
 from relrec.train.presets import resolve_train_config
 from relrec.train.setup import prepare_training
@@ -54,20 +54,12 @@ class Clock:
         self.last = now
 
 
-def loss_phases(clock, prefix, te, ce, t, c, temperature, weights, log_q, distillation=None):
-    """The trainer's fused in-batch softmax (``relrec.model.losses``), timed in its parts: the
-    accidental hits and logQ, then the fused forward (logits, softmax, the loss and the
-    gradient of the logits, and the KL when the head distils)."""
-    rows = te.shape[0]
-    positive = torch.arange(rows)
-    hits = accidental_hits(t, c, positive)
-    bias = -log_q if log_q is not None else None
-    clock.lap(f"{prefix}accidental hits + logQ")
-    terms = None if distillation is None else (
-        distillation.probabilities, distillation.negentropy, distillation.column_bias,
-        distillation.excluded, distillation.row_weights)
-    loss, _ = _InBatchSoftmax.apply(te, ce, 1.0 / temperature, (bias, hits, positive,
-                                                                weights / rows), terms)
+def loss_phases(clock, prefix, te, ce, t, c, temperature, weights, log_q, hits,
+                distillation=None):
+    """The trainer's fused in-batch softmax (``relrec.model.losses``): logits, softmax, the
+    loss and the gradient of the logits (and the KL when the head distils)."""
+    loss, _ = sampled_softmax_loss(te, ce, t, c, temperature, weights, log_q,
+                                   distillation=distillation, hits=hits)
     clock.lap(f"{prefix}fused forward" + (" (L_co + KL)" if distillation is not None else ""))
     return loss
 
@@ -108,6 +100,8 @@ def profile_step(clock, trainer, tower, optimizer, triggers, candidates, weights
     clock.lap("forward: shared MLP + heads")
     detached = {name: v.detach().requires_grad_() for name, v in outputs.items()}
     log_q = log_q_table[c] if log_q_table is not None else None
+    hits = accidental_hits(t, c, torch.arange(size))  # once a batch, for every head
+    clock.lap("loss: accidental hits + logQ")
     if isinstance(trainer, MultiHeadTrainer):
         total = 0.0
         for head in trainer.heads:
@@ -125,12 +119,12 @@ def profile_step(clock, trainer, tower, optimizer, triggers, candidates, weights
                     row_ok=trainer.teacher_ok[t])
                 clock.lap(f"loss {head}: teacher (content B×B, softmax)")
             total = total + loss_phases(clock, f"loss {head}: ", tv, cv, t, c, temperature, w,
-                                        log_q, targets)
+                                        log_q, hits, targets)
         loss = total
     else:
         vectors = detached[tower.config.heads[0]]
         tv, cv = vectors.split(size)
-        loss = loss_phases(clock, "loss: ", tv, cv, t, c, config.temperature, w, log_q)
+        loss = loss_phases(clock, "loss: ", tv, cv, t, c, config.temperature, w, log_q, hits)
     optimizer.zero_grad(set_to_none=True)
     clock.lap("zero_grad")
     loss.backward()

@@ -89,18 +89,22 @@ class _InBatchSoftmax(torch.autograd.Function):
         loss = trigger.new_zeros(())
         cross_entropy = gradient = None
         row_scale = None  # the cross-entropy's row weights, applied in backward (see there)
-        if softmax_terms is not None and distillation is None and softmax_terms[0] is not None:
-            scores = None
-            logits = torch.addmm(softmax_terms[0], trigger, candidate.T, alpha=scale)
+        column_bias = None if softmax_terms is None else softmax_terms[0]
+        if distillation is None and column_bias is not None:
+            scores = None  # the matrix product adds the bias
+            logits = torch.addmm(column_bias, trigger, candidate.T, alpha=scale)
         else:
             scores = torch.mm(trigger, candidate.T)
             if scale != 1.0:
                 scores.mul_(scale)
-            # the distillation needs the scores without the cross-entropy's bias: a copy
-            logits = None if softmax_terms is None else \
-                scores if distillation is None else scores.clone()
-            if softmax_terms is not None and softmax_terms[0] is not None:
-                logits.add_(softmax_terms[0])
+            if softmax_terms is None:  # the distillation alone
+                logits = None
+            elif distillation is None:
+                logits = scores
+            else:  # the distillation needs the scores without the cross-entropy's bias
+                logits = scores.clone()
+            if column_bias is not None:
+                logits.add_(column_bias)
         if softmax_terms is not None:
             _, excluded, positive_columns, row_weights = softmax_terms
             row_index = torch.arange(rows, device=trigger.device)
@@ -113,17 +117,18 @@ class _InBatchSoftmax(torch.autograd.Function):
             loss = loss + (row_weights * cross_entropy).sum()
             row_scale = row_weights
         if distillation is not None:
-            teacher, teacher_negentropy, distillation_bias, excluded, distillation_weights = (
-                value if value is None or isinstance(value, tuple) else value.to(scores.dtype)
-                for value in distillation)  # a float32 teacher for a float64 tower
-            if distillation_bias is not None:
-                scores.add_(distillation_bias)
-            scores[excluded] = DISTILLATION_EXCLUDED
+            # .to: a float32 teacher for a float64 tower
+            teacher = distillation.probabilities.to(scores.dtype)
+            negentropy = distillation.negentropy.to(scores.dtype)
+            distillation_weights = distillation.row_weights.to(scores.dtype)
+            if distillation.column_bias is not None:
+                scores.add_(distillation.column_bias.to(scores.dtype))
+            scores[distillation.excluded] = DISTILLATION_EXCLUDED
             model, log_normalizer = _softmax_and_log_normalizer(scores)
             # Σ_j P·log Q = P·s − logsumexp(s) (each teacher row sums to 1)
             cross = torch.linalg.vecdot(teacher, scores) - log_normalizer
             del scores
-            loss = loss + (distillation_weights * (teacher_negentropy - cross)).sum()
+            loss = loss + (distillation_weights * (negentropy - cross)).sum()
             if needs_gradient:
                 distillation_gradient = model.sub_(teacher).mul_(
                     distillation_weights.unsqueeze(1))
@@ -211,8 +216,7 @@ def distillation_loss(trigger_vectors: torch.Tensor, candidate_vectors: torch.Te
     its exclusions from :func:`distillation_targets` (a head whose cross-entropy uses other
     scores, e.g. MTSH's raw geometry)."""
     loss, _ = _InBatchSoftmax.apply(trigger_vectors, candidate_vectors, 1.0 / temperature, None,
-                                    (targets.probabilities, targets.negentropy,
-                                     targets.column_bias, targets.excluded, targets.row_weights))
+                                    targets)
     return loss
 
 
@@ -223,6 +227,7 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
                          positive_columns: torch.Tensor | None = None,
                          normalizer: float | None = None,
                          distillation: DistillationTargets | None = None,
+                         hits: tuple[torch.Tensor, torch.Tensor] | None = None,
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted in-batch sampled-softmax cross-entropy (paper eq. 2, eq. 5-6).
 
@@ -241,7 +246,8 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
     passes the rank's offset into the gathered candidates. ``normalizer`` defaults to the number
     of rows (a plain mean when all weights are 1); DDP passes the global batch size.
     ``distillation``: MTMH eq. 2 on the same scores (:func:`distillation_targets`), added to the
-    loss — one pass computes both (the relevance head).
+    loss — one pass computes both (the relevance head). ``hits``: :func:`accidental_hits` of
+    these ids and positive columns, when the caller has them (heads scoring the same batch).
     """
     rows = trigger_embeddings.shape[0]
     device = trigger_embeddings.device
@@ -253,13 +259,11 @@ def sampled_softmax_loss(trigger_embeddings: torch.Tensor, candidate_embeddings:
                                                           else rows)
     column_bias = (None if candidate_log_q is None
                    else -candidate_log_q.to(trigger_embeddings.dtype))
-    softmax_terms = (column_bias, accidental_hits(trigger_ids, candidate_ids, positive_columns),
-                     positive_columns, row_weights)
-    distillation_terms = None if distillation is None else (
-        distillation.probabilities, distillation.negentropy, distillation.column_bias,
-        distillation.excluded, distillation.row_weights)
+    if hits is None:
+        hits = accidental_hits(trigger_ids, candidate_ids, positive_columns)
+    softmax_terms = (column_bias, hits, positive_columns, row_weights)
     return _InBatchSoftmax.apply(trigger_embeddings, candidate_embeddings, 1.0 / temperature,
-                                 softmax_terms, distillation_terms)
+                                 softmax_terms, distillation)
 
 
 def opc_weights(trigger_frequency: torch.Tensor) -> torch.Tensor:

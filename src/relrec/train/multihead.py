@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from relrec.config import RunConfig, TrainConfig
 from relrec.manifest import atomic_write_json
-from relrec.model.losses import distillation_loss, distillation_targets, \
+from relrec.model.losses import accidental_hits, distillation_loss, distillation_targets, \
     sampled_softmax_loss
 from relrec.model.tower import ItemTower
 from relrec.content.store import fused_content
@@ -123,6 +123,9 @@ class MultiHeadTrainer(Trainer):
             lambda rows, dropped: tower.all_heads(rows, id_dropped=dropped), items,
             tower.id_dropout_mask(items.shape))
         log_q = log_q_table[batch_candidates] if log_q_table is not None else None
+        # the same batch for every head: its accidental hits found once
+        hits = accidental_hits(batch_triggers, batch_candidates,
+                               torch.arange(len(batch_triggers), device=batch_triggers.device))
         total = 0.0
         for head in self.heads:
             vectors = outputs[head]
@@ -143,7 +146,7 @@ class MultiHeadTrainer(Trainer):
                 # L_co in the head's own geometry, the KL on its unit vectors: other scores
                 loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors,
                                                batch_triggers, batch_candidates, temperature,
-                                               batch_weights, log_q)
+                                               batch_weights, log_q, hits=hits)
                 loss = loss + distillation_loss(
                     F.normalize(trigger_vectors, dim=-1), F.normalize(candidate_vectors, dim=-1),
                     config.relevance_temperature, targets)
@@ -151,7 +154,8 @@ class MultiHeadTrainer(Trainer):
                 # a unit head's L_co scores are exactly the KL's: one pass computes both
                 loss, _ = sampled_softmax_loss(trigger_vectors, candidate_vectors,
                                                batch_triggers, batch_candidates, temperature,
-                                               batch_weights, log_q, distillation=targets)
+                                               batch_weights, log_q, distillation=targets,
+                                               hits=hits)
             total = total + loss
         return total
 
